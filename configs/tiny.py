@@ -1,0 +1,90 @@
+"""Tiny config: pixel-space Dysen-VDM on the synthetic dynamic-shapes dataset, trains on one CPU.
+
+Use: --config=configs/tiny.py, override any key with --config.train.num_steps=10 etc.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+
+    # Synthetic dynamic-shapes data (dysen_jax/data/shapes.py).
+    c.data = ml_collections.ConfigDict()
+    c.data.dataset = "dynamic_shapes"
+    c.data.num_train = 512          # examples written by preprocess
+    c.data.num_frames = 8           # F
+    c.data.resolution = 32          # H = W
+    c.data.max_actions = 3          # 1..max_actions events per clip
+    c.data.num_shards = 4           # TFRecord shards
+    c.data.shuffle_buffer = 512
+    c.data.data_dir = ""            # TFRecord dir; "" = <workdir>/data (preprocess writes it when missing)
+
+    # Planner used by preprocess and sample (dysen_jax/planner).
+    c.planner = ml_collections.ConfigDict()
+    c.planner.backend = "rules"     # offline, deterministic
+
+    # DSG tensor sizes (dysen_jax/dsg/tensorize.py).
+    c.dsg = ml_collections.ConfigDict()
+    c.dsg.max_steps = 8             # M distinct scene graphs
+    c.dsg.max_nodes = 16            # N node slots (objects + relations + attributes)
+    c.dsg.max_label_words = 4       # W words per node label
+    c.dsg.num_hash_buckets = 64     # ids for unseen words (open vocabulary)
+
+    # Text tokens for the tiny word-level text encoder.
+    c.text = ml_collections.ConfigDict()
+    c.text.max_len = 24
+
+    # Denoiser: text encoder + RGTrm + 3D-UNet (dysen_jax/models).
+    c.model = ml_collections.ConfigDict()
+    c.model.vocab_size = -1         # -1: taken from the preprocessed data's manifest
+    c.model.text_width = 64
+    c.model.text_layers = 2
+    c.model.text_heads = 4
+    c.model.rgtrm_width = 64
+    c.model.rgtrm_layers = 2
+    c.model.rgtrm_heads = 4
+    c.model.use_dsg = True          # False: text-only ("w/o Dysen")
+    c.model.channels = (32, 64)     # UNet width per resolution level
+    c.model.num_res_blocks = 1
+    c.model.attention_levels = (False, True)  # spatial self-attn + cross-attn at these levels
+    c.model.heads = 4
+    c.model.temporal_causal = True  # eq. 12 lower-triangular mask
+    c.model.dropout = 0.0
+    c.model.dtype = "float32"       # compute dtype; params are always float32
+
+    # Diffusion (dysen_jax/diffusion).
+    c.diffusion = ml_collections.ConfigDict()
+    c.diffusion.schedule = "cosine"  # linear | scaled_linear | cosine
+    c.diffusion.num_timesteps = 1000
+    c.diffusion.prediction = "v"     # epsilon | v
+    c.diffusion.cond_drop_prob = 0.1  # classifier-free guidance dropout (text and DSG together)
+
+    # Training (dysen_jax/train.py).
+    c.train = ml_collections.ConfigDict()
+    c.train.batch_size = 16          # global batch
+    c.train.num_steps = 300
+    c.train.learning_rate = 1e-3
+    c.train.warmup_steps = 20
+    c.train.weight_decay = 0.0
+    c.train.grad_clip = 1.0
+    c.train.ema_decay = 0.99
+    c.train.log_every = 25
+    c.train.checkpoint_every = 100
+    c.train.keep_checkpoints = 2
+    c.train.sample_at_end = True
+
+    # Device mesh: axis sizes, -1 = all remaining devices.
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.data = -1
+    c.mesh.fsdp = 1
+
+    # Sampling (dysen_jax/sample.py).
+    c.sample = ml_collections.ConfigDict()
+    c.sample.steps = 25
+    c.sample.eta = 0.0
+    c.sample.guidance = 3.0
+    c.sample.prompt = "the red circle moves right, then the blue square jumps"
+    c.sample.fps = 4
+    return c

@@ -1,0 +1,39 @@
+"""dysen_jax: Dysen-VDM (LLM-planned dynamic scene graphs + 3D-UNet diffusion) and VidRD in JAX/Flax."""
+from setuptools import find_packages, setup
+
+CORE = [
+    "jax==0.10.2",
+    "jaxlib==0.10.2",
+    "flax==0.12.8",
+    "optax==0.2.8",
+    "orbax-checkpoint==0.12.8",
+    "ml-collections==1.1.0",
+    "chex==0.1.92",
+    "einops==0.8.2",
+    "numpy>=2.0,<3",
+    "absl-py==2.5.1",
+    # TFRecord writing and the tf.data input pipeline (imported lazily, never by `import dysen_jax`).
+    "tensorflow-cpu==2.21.0",
+    "tensorboardX==2.6.5",
+    "imageio==2.38.1",
+    "imageio-ffmpeg==0.8.1",
+    "matplotlib==3.11.2",
+    "pillow==13.0.0",
+    "tqdm==4.70.1",
+]
+
+EXTRAS = {
+    "test": ["pytest==9.0.3"],
+    # PyTorch only for weight conversion and parity tests (CPU wheel).
+    "torch": ["torch==2.13.0", "transformers==5.23.0", "safetensors"],
+}
+
+setup(
+    name="dysen_jax",
+    version="0.1.0",
+    description=__doc__,
+    python_requires=">=3.11",
+    packages=find_packages(include=["dysen_jax", "dysen_jax.*"]),
+    install_requires=CORE,
+    extras_require=EXTRAS,
+)
