@@ -1,0 +1,131 @@
+"""Sample a video: prompt -> planner -> DSG -> RGTrm + 3D-UNet under DDIM with guidance -> files.
+
+    python -m dysen_jax.sample --config=configs/tiny.py --workdir=DIR --prompt "..." --output out.mp4
+
+Writes the video (mp4 or gif by extension), `out.dsg.json` (the plan, schema of
+`python -m dysen_jax.plan`) and `out.dsg.png` (the DSG over time above the frames that show it).
+Uses the EMA parameters of the newest checkpoint in DIR/checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dysen_jax import logs
+from dysen_jax.data.video_io import VIDEO_EXTENSIONS, to_uint8, write_video
+from dysen_jax.diffusion.samplers import ddim_sample
+from dysen_jax.dsg.schema import DSGError, Plan
+from dysen_jax.dsg.tensorize import tensorize
+from dysen_jax.experiment import Experiment, init_params, load_experiment
+
+
+def condition_arrays(experiment: Experiment, prompt: str, plan: Plan) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Text tokens [1, S] and DSG arrays [1, ...] for one prompt and its plan."""
+    tokens = experiment.vocab.encode(prompt, experiment.spec.text_len, bos=True)
+    dsg = tensorize(plan.dsg, experiment.vocab, experiment.spec.dsg)
+    return jnp.asarray(tokens)[None], {k: jnp.asarray(v)[None] for k, v in dsg.items()}
+
+
+def _tile_to(x: jax.Array, batch: int) -> jax.Array:
+    return jnp.tile(x, (batch // x.shape[0],) + (1,) * (x.ndim - 1))
+
+
+@dataclasses.dataclass(frozen=True)
+class _ConditionedDenoiser:
+    """model.apply with the conditions repeated to the (guidance-doubled) batch.
+
+    A hashable callable, so `Partial(_ConditionedDenoiser(model), params, tokens, dsg)` passes params
+    and conditions to the jitted DDIM step as arguments: a new prompt does not recompile.
+    """
+
+    model: Any
+
+    def __call__(self, params: Any, tokens: jax.Array, dsg: dict[str, jax.Array], x: jax.Array, t: jax.Array,
+                 use_cond: jax.Array) -> jax.Array:
+        batch = x.shape[0]
+        return self.model.apply({"params": params}, x, t, _tile_to(tokens, batch),
+                                {k: _tile_to(v, batch) for k, v in dsg.items()},
+                                use_text=use_cond, use_dsg=use_cond, deterministic=True)
+
+
+def generate(experiment: Experiment, params: Any, prompt: str, seed: int = 0, plan: Plan | None = None,
+             progress: bool = False) -> tuple[np.ndarray, Plan]:
+    """Samples one clip for `prompt`; returns uint8 frames [F, H, W, 3] and the plan used."""
+    from dysen_jax.planner.base import get_planner
+
+    if not prompt or not prompt.strip():
+        raise ValueError("the prompt is empty: pass --prompt 'a red circle moves left, then ...'")
+    config = experiment.config
+    if plan is None:
+        plan = get_planner(config.planner.backend).plan(prompt)
+    tokens, dsg = condition_arrays(experiment, prompt, plan)
+    denoise = jax.tree_util.Partial(_ConditionedDenoiser(experiment.model), params, tokens, dsg)
+    x0 = ddim_sample(denoise, (1, *experiment.spec.video_shape), jax.random.PRNGKey(seed), experiment.schedule,
+                     num_steps=config.sample.steps, prediction=config.diffusion.prediction,
+                     guidance_scale=config.sample.guidance, eta=config.sample.eta, clip_x0=1.0, progress=progress)
+    return to_uint8(jax.device_get(x0)[0]), plan
+
+
+def generate_to_files(experiment: Experiment, params: Any, prompt: str, output: str, seed: int = 0,
+                      progress: bool = False) -> dict[str, str]:
+    """generate() then write the video, the plan JSON and the DSG picture next to it."""
+    from dysen_jax.dsg.render import render_dsg
+    from dysen_jax.dsg.tensorize import frame_steps
+
+    frames, plan = generate(experiment, params, prompt, seed=seed, progress=progress)
+    stem = os.path.splitext(output)[0]
+    paths = {"video": write_video(output, frames, fps=experiment.config.sample.fps, scale=4),
+             "plan": stem + ".dsg.json", "picture": stem + ".dsg.png"}
+    with open(paths["plan"], "w") as f:
+        json.dump(plan.to_json(), f, indent=1)
+    merged = plan.dsg.merged()
+    render_dsg(merged, paths["picture"], frames=frames, frame_steps=frame_steps(merged, len(frames)))
+    logs.info(f"sample: {prompt!r} -> {', '.join(paths.values())}")
+    return paths
+
+
+def load_params(experiment: Experiment, workdir: str, use_ema: bool = True) -> Any:
+    """The (EMA) params of the newest checkpoint in <workdir>/checkpoints, on one device."""
+    from dysen_jax.training import checkpoint
+    from dysen_jax.training.state import create_train_state, make_optimizer
+
+    manager = checkpoint.checkpoint_manager(workdir)
+    if manager.latest_step() is None:
+        raise FileNotFoundError(f"no checkpoint in {manager.directory}: train first with "
+                                f"`python -m dysen_jax.train --config=... --workdir={workdir}`")
+    optimizer = make_optimizer(experiment.config.train)
+    shapes = jax.eval_shape(lambda k: create_train_state(init_params(experiment, k), optimizer),
+                            jax.random.PRNGKey(0))
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    state, step = checkpoint.restore_latest(manager, checkpoint.abstract_like(
+        shapes, jax.tree.map(lambda _: device, shapes)))
+    logs.info(f"loaded step {step} from {manager.directory}")
+    return state.ema_params if use_ema else state.params
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    from dysen_jax.cli import FLAGS
+
+    if os.path.splitext(FLAGS.output)[1].lower() not in VIDEO_EXTENSIONS:
+        raise SystemExit(f"--output={FLAGS.output}: use a .mp4 or .gif file name")
+    try:
+        experiment = load_experiment(FLAGS.config, FLAGS.workdir)
+        params = load_params(experiment, FLAGS.workdir)
+        prompt = FLAGS.prompt if FLAGS.prompt is not None else experiment.config.sample.prompt
+        generate_to_files(experiment, params, prompt, FLAGS.output, seed=FLAGS.seed, progress=True)
+    except (DSGError, ValueError, FileNotFoundError) as err:
+        raise SystemExit(f"sample: {err}") from err
+
+
+if __name__ == "__main__":
+    from dysen_jax.cli import run
+
+    run(main, extra_flags=("workdir", "prompt", "output", "seed"), required=("workdir",))

@@ -1,0 +1,1 @@
+"""Training internals: state, optimizer, train step, checkpoints."""
