@@ -14,6 +14,7 @@ CORE = [
     "absl-py==2.5.1",
     # TFRecord writing and the tf.data input pipeline (imported lazily, never by `import dysen_jax`).
     "tensorflow-cpu==2.21.0",
+    "tensorboardX==2.6.5",
     "imageio==2.38.1",
     "imageio-ffmpeg==0.8.1",
     "matplotlib==3.11.2",

@@ -46,11 +46,12 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.rgtrm_layers = 2
     c.model.rgtrm_heads = 4
     c.model.use_dsg = True          # False: text-only ("w/o Dysen")
-    c.model.channels = (32, 64)     # UNet width per resolution level
+    c.model.channels = (16, 32, 64)  # UNet width per resolution level (32, 16, 8 px)
     c.model.num_res_blocks = 1
-    c.model.attention_levels = (False, True)  # spatial self-attn + cross-attn at these levels
+    c.model.attention_levels = (False, False, True)  # attention blocks (temporal, spatial, DSG, text) here
     c.model.heads = 4
     c.model.temporal_causal = True  # eq. 12 lower-triangular mask
+    c.model.max_frames = 16         # per-frame affine (eq. 11) table size; >= data.num_frames
     c.model.dropout = 0.0
     c.model.dtype = "float32"       # compute dtype; params are always float32
 
@@ -63,7 +64,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     # Training (dysen_jax/train.py).
     c.train = ml_collections.ConfigDict()
-    c.train.batch_size = 16          # global batch
+    c.train.batch_size = 8           # global batch
     c.train.num_steps = 300
     c.train.learning_rate = 1e-3
     c.train.warmup_steps = 20

@@ -28,21 +28,23 @@ from dysen_jax.training.step import make_train_step
 
 
 class MetricWriter:
-    """Scalars to TensorBoard event files in <workdir>/tb (process 0 only)."""
+    """Scalars to TensorBoard event files in <workdir>/tb (process 0 only; tensorboardX, no TF needed)."""
 
     def __init__(self, workdir: str):
-        import tensorflow as tf
+        from tensorboardX import SummaryWriter
 
-        self._tf = tf
-        self._writer = tf.summary.create_file_writer(os.path.join(workdir, "tb")) if jax.process_index() == 0 else None
+        self._writer = SummaryWriter(os.path.join(workdir, "tb")) if jax.process_index() == 0 else None
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         if self._writer is None:
             return
-        with self._writer.as_default():
-            for name, value in values.items():
-                self._tf.summary.scalar(name, value, step=step)
+        for name, value in values.items():
+            self._writer.add_scalar(name, value, global_step=step)
         self._writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
 
 
 def initial_state(experiment: Experiment, optimizer: Any, mesh: Any) -> tuple[TrainState, Any]:
@@ -121,6 +123,7 @@ def train(config: Any, workdir: str, show_progress: bool = True) -> dict[str, An
         if done % config.train.checkpoint_every == 0 or done == config.train.num_steps:
             checkpoint.save(manager, done, state)
     bar.close()
+    writer.close()
     manager.wait_until_finished()
     summary = {"start_step": start_step, "final_step": int(jax.device_get(state.step)), "history": history,
                "num_params": num_params}

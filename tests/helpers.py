@@ -22,6 +22,7 @@ def tiny_test_config(**overrides) -> ml_collections.ConfigDict:
     c.model.rgtrm_layers = 1
     c.model.rgtrm_heads = 2
     c.model.channels = (8, 16)
+    c.model.attention_levels = (False, True)
     c.model.heads = 2
     c.train.batch_size = 8
     c.train.num_steps = 3

@@ -95,7 +95,8 @@ def _cli(module: str, *args: str) -> subprocess.CompletedProcess:
 
 def test_end_to_end_preprocess_train_sample_cli(tmp_path):
     overrides = ["--config.data.num_train=16", "--config.data.num_shards=2", "--config.data.resolution=16",
-                 "--config.model.channels=(8,16)", "--config.model.text_width=16", "--config.model.rgtrm_width=16",
+                 "--config.model.channels=(8,16)", "--config.model.attention_levels=(False,True)",
+                 "--config.model.text_width=16", "--config.model.rgtrm_width=16",
                  "--config.train.batch_size=8", "--config.train.num_steps=3", "--config.train.log_every=1",
                  "--config.sample.steps=2"]
     workdir = str(tmp_path / "run")
