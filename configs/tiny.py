@@ -1,12 +1,45 @@
 """Tiny config: pixel-space Dysen-VDM on the synthetic dynamic-shapes dataset, trains on one CPU.
 
 Use: --config=configs/tiny.py, override any key with --config.train.num_steps=10 etc.
+Variant `--config=configs/tiny.py:smoke` shrinks everything so a run takes seconds (the tests use it).
 """
 
 import ml_collections
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+    c = base_config()
+    if variant == "smoke":
+        shrink_for_smoke_test(c)
+    elif variant:
+        raise ValueError(f"configs/tiny.py has no variant {variant!r}: use '' or 'smoke'")
+    return c
+
+
+def shrink_for_smoke_test(c: ml_collections.ConfigDict) -> None:
+    """16 px, 16 clips, a 0.1M-param model and 4 steps: checks the plumbing, learns nothing."""
+    c.data.num_train = 16
+    c.data.num_shards = 2
+    c.data.resolution = 16
+    c.data.shuffle_buffer = 16
+    c.model.text_width = 16
+    c.model.text_layers = 1
+    c.model.text_heads = 2
+    c.model.rgtrm_width = 16
+    c.model.rgtrm_layers = 1
+    c.model.rgtrm_heads = 2
+    c.model.channels = (8, 16)
+    c.model.attention_levels = (False, True)
+    c.model.heads = 2
+    c.train.num_steps = 4
+    c.train.warmup_steps = 1
+    c.train.log_every = 1
+    c.train.checkpoint_every = 2
+    c.train.keep_checkpoints = 3
+    c.sample.steps = 2
+
+
+def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
 

@@ -33,4 +33,17 @@ def run(main: Callable[[list[str]], None], extra_flags: tuple[str, ...] = (),
     for name in extra_flags:
         _FLAG_DEFINITIONS[name]()
     flags.mark_flags_as_required(["config", *required])
-    app.run(main)
+    app.run(_quiet(main))
+
+
+def _quiet(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
+    """absl logs only warnings and errors unless -v/--verbosity is given (our progress goes to stdout)."""
+
+    def wrapped(argv: list[str]) -> None:
+        from absl import logging
+
+        if not FLAGS["verbosity"].present:
+            logging.set_verbosity(logging.WARNING)
+        main(argv)
+
+    return wrapped

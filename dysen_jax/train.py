@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -47,15 +47,20 @@ class MetricWriter:
             self._writer.close()
 
 
-def initial_state(experiment: Experiment, optimizer: Any, mesh: Any) -> tuple[TrainState, Any]:
-    """A fresh train state created directly in its sharded layout, and that layout."""
-    key = jax.random.PRNGKey(experiment.config.seed)
+def state_layout(experiment: Experiment, optimizer: Any, mesh: Any) -> tuple[Callable, TrainState, Any]:
+    """(init function, abstract train state, its FSDP shardings) without allocating anything."""
 
     def init(key: jax.Array) -> TrainState:
         return create_train_state(init_params(experiment, key), optimizer)
 
-    shardings = fsdp_shardings(jax.eval_shape(init, key), mesh)
-    return jax.jit(init, out_shardings=shardings)(key), shardings
+    abstract = jax.eval_shape(init, jax.random.PRNGKey(0))
+    return init, abstract, fsdp_shardings(abstract, mesh)
+
+
+def initial_state(experiment: Experiment, optimizer: Any, mesh: Any) -> tuple[TrainState, Any]:
+    """A fresh train state created directly in its sharded layout, and that layout."""
+    init, _, shardings = state_layout(experiment, optimizer, mesh)
+    return jax.jit(init, out_shardings=shardings)(jax.random.PRNGKey(experiment.config.seed)), shardings
 
 
 def to_global_batch(batch: dict[str, np.ndarray], sharding: Any) -> dict[str, jax.Array]:
@@ -77,11 +82,13 @@ def train(config: Any, workdir: str, show_progress: bool = True) -> dict[str, An
         raise ValueError(f"config.train.batch_size={config.train.batch_size} must be divisible by the "
                          f"{num_batch_shards} data x fsdp devices")
 
-    state, state_shardings = initial_state(experiment, optimizer, mesh)
+    _, abstract_state, state_shardings = state_layout(experiment, optimizer, mesh)
     manager = checkpoint.checkpoint_manager(workdir, config.train.keep_checkpoints)
-    restored = checkpoint.restore_latest(manager, checkpoint.abstract_like(state, state_shardings))
-    start_step = 0
-    if restored is not None:
+    restored = checkpoint.restore_latest(manager, checkpoint.abstract_like(abstract_state, state_shardings))
+    if restored is None:
+        state, _ = initial_state(experiment, optimizer, mesh)
+        start_step = 0
+    else:
         state, start_step = restored
         logs.info(f"resumed from step {start_step} in {manager.directory}")
     num_params = sum(x.size for x in jax.tree.leaves(state.params))
@@ -102,16 +109,19 @@ def train(config: Any, workdir: str, show_progress: bool = True) -> dict[str, An
     writer = MetricWriter(workdir)
     history: list[dict[str, float]] = []
     batches = dataset.as_numpy_iterator()
-    window_start, window_steps = time.time(), 0
+    window_start, window_steps, window_metrics = time.time(), 0, []
     bar = tqdm(total=config.train.num_steps, initial=start_step, desc="train", unit="step",
                disable=not show_progress or jax.process_index() != 0)
     for step in range(start_step, config.train.num_steps):
         state, metrics = train_step(state, to_global_batch(next(batches), data_sharding), base_key)
+        window_metrics.append(metrics)
         window_steps += 1
         bar.update(1)
         done = step + 1
         if done % config.train.log_every == 0 or done == config.train.num_steps or done == start_step + 1:
-            values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+            fetched = jax.device_get(window_metrics)  # mean over the steps since the last log line
+            values = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+            window_metrics = []
             elapsed = time.time() - window_start
             values["steps_per_sec"] = window_steps / max(elapsed, 1e-9)
             window_start, window_steps = time.time(), 0

@@ -66,7 +66,7 @@ def test_sharded_train_step_equals_unsharded(data_workdir):
 
 
 def test_resume_after_interruption_matches_uninterrupted_run(data_workdir, tmp_path):
-    config = tiny_test_config(**{"train.num_steps": 4, "train.checkpoint_every": 2, "train.keep_checkpoints": 3})
+    config = tiny_test_config()
     config.data.data_dir = os.path.join(data_workdir, "data")
     straight = train_lib.train(config, str(tmp_path / "straight"), show_progress=False)
     # Interrupted run: trains to step 4, then loses its last checkpoint, as if killed after step 2.
@@ -79,40 +79,28 @@ def test_resume_after_interruption_matches_uninterrupted_run(data_workdir, tmp_p
     assert _max_diff(resumed["state"].ema_params, straight["state"].ema_params) == 0.0
 
 
-def test_loss_decreases_on_repeated_batch(data_workdir):
-    config = tiny_test_config(**{"train.learning_rate": 3e-3, "diffusion.cond_drop_prob": 0.0})
-    _, losses, _ = _run_steps(config, data_workdir, jax.devices()[:1], (1, 1), num_steps=1)
-    config.train.num_steps = 40
-    _, losses, _ = _run_steps(config, data_workdir, jax.devices()[:1], (1, 1), num_steps=40)
-    assert np.mean(losses[-10:]) < np.mean(losses[:10])
-
-
 def _cli(module: str, *args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, XLA_FLAGS="", TF_CPP_MIN_LOG_LEVEL="2", JAX_PLATFORMS="cpu")
+    env = dict(os.environ)  # conftest's 8 host devices and compilation cache, shared with the other tests
     return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=600)
 
 
 def test_end_to_end_preprocess_train_sample_cli(tmp_path):
-    overrides = ["--config.data.num_train=16", "--config.data.num_shards=2", "--config.data.resolution=16",
-                 "--config.model.channels=(8,16)", "--config.model.attention_levels=(False,True)",
-                 "--config.model.text_width=16", "--config.model.rgtrm_width=16",
-                 "--config.train.batch_size=8", "--config.train.num_steps=3", "--config.train.log_every=1",
-                 "--config.sample.steps=2"]
+    config = "--config=configs/tiny.py:smoke"
     workdir = str(tmp_path / "run")
     data_dir = os.path.join(workdir, "data")
-    done = _cli("dysen_jax.preprocess", "--config=configs/tiny.py", f"--output_dir={data_dir}", *overrides)
+    done = _cli("dysen_jax.preprocess", config, f"--output_dir={data_dir}")
     assert done.returncode == 0, done.stderr[-3000:]
     manifest = json.load(open(os.path.join(data_dir, "manifest.json")))
     assert manifest["counts"]["written"] + manifest["counts"]["failed"] == 16
     assert manifest["counts"]["written"] >= 14
-    done = _cli("dysen_jax.train", "--config=configs/tiny.py", f"--workdir={workdir}", *overrides)
+    done = _cli("dysen_jax.train", config, f"--workdir={workdir}")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "step 3: loss" in done.stdout
-    assert os.path.exists(os.path.join(workdir, "samples", "step_3.mp4"))
+    assert "step 4: loss" in done.stdout
+    assert os.path.exists(os.path.join(workdir, "samples", "step_4.mp4"))
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(os.path.join(workdir, "tb")))
     out = str(tmp_path / "clip.gif")
-    done = _cli("dysen_jax.sample", "--config=configs/tiny.py", f"--workdir={workdir}", *overrides,
+    done = _cli("dysen_jax.sample", config, f"--workdir={workdir}",
                 "--prompt=the green square moves left, then the red circle jumps", f"--output={out}")
     assert done.returncode == 0, done.stderr[-3000:]
     from dysen_jax.data.video_io import read_video
@@ -123,7 +111,7 @@ def test_end_to_end_preprocess_train_sample_cli(tmp_path):
     assert [e.agent for e in plan.events][:1] == ["green square"]
     assert os.path.getsize(str(tmp_path / "clip.dsg.png")) > 1000
     # A bad output extension and a missing checkpoint are clear errors, not tracebacks.
-    bad = _cli("dysen_jax.sample", "--config=configs/tiny.py", f"--workdir={workdir}", "--output=x.avi")
+    bad = _cli("dysen_jax.sample", config, f"--workdir={workdir}", "--output=x.avi")
     assert bad.returncode != 0 and ".mp4 or .gif" in bad.stderr
-    empty = _cli("dysen_jax.sample", "--config=configs/tiny.py", f"--workdir={tmp_path / 'none'}", *overrides)
+    empty = _cli("dysen_jax.sample", config, f"--workdir={tmp_path / 'none'}")
     assert empty.returncode != 0 and "preprocess" in empty.stderr

@@ -59,7 +59,8 @@ def make_dataset(data_dir: str, spec: RecordSpec, batch_size: int, seed: int, *,
 
     files = shard_files(data_dir, process_index, process_count)
     ds = tf.data.Dataset.from_tensor_slices(files)
-    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(files)), deterministic=True)
+    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(files)),
+                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if shuffle_buffer > 1:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:
