@@ -8,6 +8,7 @@ so importing the jobs as libraries (tests, notebooks) defines none.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Callable
 
 from absl import app, flags
@@ -33,7 +34,13 @@ def run(main: Callable[[list[str]], None], extra_flags: tuple[str, ...] = (),
     for name in extra_flags:
         _FLAG_DEFINITIONS[name]()
     flags.mark_flags_as_required(["config", *required])
-    app.run(_quiet(main))
+    try:
+        app.run(_quiet(main))
+    except SystemExit as exit_:
+        # absl exits 1 after printing --help; asking for help is not an error.
+        if exit_.code == 1 and set(sys.argv[1:]) & {"--help", "-h", "-?", "--helpfull", "--helpshort"}:
+            raise SystemExit(0) from None
+        raise
 
 
 def _quiet(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
