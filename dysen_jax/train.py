@@ -114,6 +114,8 @@ def train(config: Any, workdir: str, show_progress: bool = True) -> dict[str, An
                disable=not show_progress or jax.process_index() != 0)
     for step in range(start_step, config.train.num_steps):
         state, metrics = train_step(state, to_global_batch(next(batches), data_sharding), base_key)
+        if window_metrics:  # keep one step in flight, so the bar counts finished steps, not dispatched ones
+            jax.block_until_ready(window_metrics[-1])
         window_metrics.append(metrics)
         window_steps += 1
         bar.update(1)
