@@ -16,7 +16,7 @@ from dysen_jax import preprocess as preprocess_lib
 from dysen_jax import train as train_lib
 from dysen_jax.data.pipeline import make_dataset
 from dysen_jax.experiment import load_experiment
-from dysen_jax.parallel.mesh import batch_sharding, fsdp_shardings, make_mesh, replicated
+from dysen_jax.parallel.mesh import batch_sharding, make_mesh, replicated
 from dysen_jax.training.state import make_optimizer
 from dysen_jax.training.step import make_train_step
 from tests.helpers import tiny_test_config

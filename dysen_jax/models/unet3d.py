@@ -13,7 +13,7 @@ the contexts in the order given (Dysen-VDM: "dsg" then "text", eq. 6).
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import einops
 import flax.linen as nn
