@@ -20,6 +20,7 @@ CORE = [
     "matplotlib==3.11.2",
     "pillow==13.0.0",
     "tqdm==4.70.1",
+    "openai==3.51.0",
 ]
 
 EXTRAS = {
