@@ -70,14 +70,14 @@ def preprocess(config: Any, output_dir: str, show_progress: bool = True) -> dict
     """Runs (or resumes) preprocessing into `output_dir`; returns the manifest."""
     from tqdm import tqdm
 
-    from dysen_jax.planner.base import get_planner
+    from dysen_jax.planner.base import planner_from_config
 
     if config.data.dataset != "dynamic_shapes":
         raise ValueError(f"config.data.dataset={config.data.dataset!r}: only 'dynamic_shapes' is supported")
     os.makedirs(output_dir, exist_ok=True)
     spec = RecordSpec.from_config(config)
     vocab = build_vocab(config)
-    planner = get_planner(config.planner.backend)
+    planner = planner_from_config(config.planner)
     ranges = shard_ranges(config.data.num_train, config.data.num_shards)
     started = time.time()
     shards, skipped = [], 0

@@ -58,13 +58,13 @@ class _ConditionedDenoiser:
 def generate(experiment: Experiment, params: Any, prompt: str, seed: int = 0, plan: Plan | None = None,
              progress: bool = False) -> tuple[np.ndarray, Plan]:
     """Samples one clip for `prompt`; returns uint8 frames [F, H, W, 3] and the plan used."""
-    from dysen_jax.planner.base import get_planner
+    from dysen_jax.planner.base import planner_from_config
 
     if not prompt or not prompt.strip():
         raise ValueError("the prompt is empty: pass --prompt 'a red circle moves left, then ...'")
     config = experiment.config
     if plan is None:
-        plan = get_planner(config.planner.backend).plan(prompt)
+        plan = planner_from_config(config.planner).plan(prompt)
     tokens, dsg = condition_arrays(experiment, prompt, plan)
     denoise = jax.tree_util.Partial(_ConditionedDenoiser(experiment.model), params, tokens, dsg)
     x0 = ddim_sample(denoise, (1, *experiment.spec.video_shape), jax.random.PRNGKey(seed), experiment.schedule,

@@ -1,0 +1,95 @@
+"""LLM step I against a real local HTTP server: good answers, repaired answers, counted fallbacks."""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import pytest
+
+from dysen_jax.data.shapes import make_example
+from dysen_jax.dsg.schema import DSGError
+from dysen_jax.planner.llm_client import LLMClient, LLMConfig
+from dysen_jax.planner.llm_planner import LLMPlanner
+from dysen_jax.planner.prompts import action_planning_messages, format_events, synthetic_demonstrations
+from dysen_jax.planner.rules import RulesPlanner
+from tests.llm_test_server import ScriptedLLMServer
+
+CAPTIONS = [make_example(i, seed=7, max_actions=3).caption for i in range(6)]
+GOLD = [make_example(i, seed=7, max_actions=3).events for i in range(6)]
+
+
+@pytest.fixture
+def server() -> Iterator[ScriptedLLMServer]:
+    with ScriptedLLMServer() as s:
+        yield s
+
+
+def _planner(server: ScriptedLLMServer, **overrides: Any) -> LLMPlanner:
+    config = LLMConfig(base_url=server.base_url, model="test", api_key_env="EMPTY", requests_per_minute=0,
+                       max_retries=1, timeout_s=5.0, backoff_base_s=0.01, backoff_max_s=0.02)
+    return LLMPlanner(LLMClient(config, seed=0), synthetic_demonstrations(3), **overrides)
+
+
+def _good_answer(body: dict) -> str:
+    """What a perfect LLM says: the gold plan of the caption in the last 'Text: ...' turn."""
+    caption = next(m["content"] for m in reversed(body["messages"]) if m["content"].startswith("Text: "))[6:]
+    return "Sure! Here is the plan:\n" + format_events(RulesPlanner().plan(caption).events)
+
+
+def test_prompt_is_instruction_demonstrations_then_test():
+    demos = synthetic_demonstrations(5)
+    messages = action_planning_messages("a dog runs", demos)
+    assert len(demos) == 5 and messages[0]["role"] == "system"
+    assert len(messages) == 1 + 2 * 5 + 1 and messages[-1]["content"] == "Text: a dog runs"
+    assert messages[2]["content"].startswith("(") and messages[2]["content"].endswith("v))")
+
+
+def test_good_answers_are_used_as_planned(server):
+    server.set_mode("ok", answer=_good_answer)
+    outcomes = _planner(server).plan_many(CAPTIONS)
+    assert [o.source for o in outcomes] == ["llm"] * len(CAPTIONS)
+    assert [tuple(o.plan.events) for o in outcomes] == [tuple(g) for g in GOLD]
+    assert server.calls == len(CAPTIONS)
+
+
+def test_bad_answer_is_repaired_with_the_error_fed_back(server):
+    def answer(body: dict) -> str:
+        asked_again = any("invalid" in m["content"] for m in body["messages"] if m["role"] == "user")
+        return _good_answer(body) if asked_again else "(red circle, moving left, (0v, 2v))"
+
+    server.set_mode("ok", answer=answer)
+    [outcome] = _planner(server).plan_many(CAPTIONS[:1])
+    assert outcome.source == "repaired" and tuple(outcome.plan.events) == tuple(GOLD[0])
+    assert "line 1" in outcome.errors[0]
+    repair_turn = server.requests[-1].body["messages"][-1]["content"]
+    assert "line 1" in repair_turn
+
+
+@pytest.mark.parametrize("mode", ["malformed", "500"])
+def test_hopeless_answers_fall_back_to_rules_and_are_counted(server, mode):
+    server.set_mode(mode, k=1000)  # every answer malformed / every request a 500
+    outcomes = _planner(server, max_repairs=1).plan_many(CAPTIONS[:3])
+    assert [o.source for o in outcomes] == ["fallback"] * 3
+    assert [tuple(o.plan.events) for o in outcomes] == [tuple(g) for g in GOLD[:3]]
+    assert all(o.errors for o in outcomes)
+
+
+def test_empty_caption_is_rejected(server):
+    with pytest.raises(DSGError, match="empty"):
+        _planner(server).plan_many(["  "])
+
+
+def test_preprocess_with_the_openai_backend(server, tmp_path):
+    from dysen_jax import preprocess as preprocess_lib
+    from tests.helpers import tiny_test_config
+
+    server.set_mode("ok", answer=_good_answer)
+    config = tiny_test_config()
+    config.planner.backend = "openai"
+    config.planner.num_demonstrations = 2
+    config.planner.llm.base_url = server.base_url
+    config.planner.llm.api_key_env = "EMPTY"
+    config.planner.llm.cache_dir = str(tmp_path / "cache")
+    manifest = preprocess_lib.preprocess(config, str(tmp_path / "data"), show_progress=False)
+    assert manifest["counts"]["written"] == 16 and manifest["counts"]["planner_matches_gold"] == 16
+    assert manifest["source"]["planner"] == "openai" and server.calls == 16
