@@ -93,3 +93,22 @@ def test_preprocess_with_the_openai_backend(server, tmp_path):
     manifest = preprocess_lib.preprocess(config, str(tmp_path / "data"), show_progress=False)
     assert manifest["counts"]["written"] == 16 and manifest["counts"]["planner_matches_gold"] == 16
     assert manifest["source"]["planner"] == "openai" and server.calls == 16
+
+
+def test_plan_cli_with_the_openai_backend(server):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    server.set_mode("ok", answer=_good_answer)
+    caption = CAPTIONS[0]
+    done = subprocess.run([sys.executable, "-m", "dysen_jax.plan", "--backend", "openai", "--base_url",
+                           server.base_url, "--model", "test", "--api_key_env", "EMPTY", "--prompt", caption],
+                          capture_output=True, text=True, timeout=120,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert done.returncode == 0, done.stderr[-2000:]
+    plan = json.loads(done.stdout)
+    assert [(e["agent"], e["predicate"], e["start"], e["end"]) for e in plan["events"]] == [
+        (e.agent, e.predicate, e.start, e.end) for e in GOLD[0]]
+    assert server.calls == 1

@@ -74,7 +74,9 @@ def test_gerunds():
 def test_registry():
     planner = get_planner("rules")
     assert isinstance(planner, Planner)
-    with pytest.raises(ValueError, match=r"planner\.backend.*rules"):
+    with pytest.raises(ValueError, match=r"planner\.backend.*rules, openai"):
+        get_planner("chatgpt")
+    with pytest.raises(ValueError, match=r"planner_from_config"):
         get_planner("openai")
 
 

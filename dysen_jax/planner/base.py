@@ -29,6 +29,9 @@ def get_planner(backend: str, **kwargs: Any) -> Planner:
         return RulesPlanner(**kwargs)
     if backend == "openai":
         from dysen_jax.planner.llm_planner import LLMPlanner
+        if "client" not in kwargs or "demonstrations" not in kwargs:
+            raise ValueError("planner.backend='openai' needs an LLM client and demonstrations: build it with "
+                             "planner_from_config(config.planner) (settings under planner.llm)")
         return LLMPlanner(**kwargs)
     raise ValueError(f"planner.backend={backend!r} is not a known planner backend; "
                      f"valid choices: {', '.join(BACKENDS)}")
