@@ -81,11 +81,11 @@ def train(config: Any, workdir: str, show_progress: bool = True) -> dict[str, An
         raise ValueError(f"config.train.batch_size={config.train.batch_size} must be divisible by the "
                          f"{num_batch_shards} data x fsdp devices")
 
-    _, abstract_state, state_shardings = state_layout(experiment, optimizer, mesh)
+    init, abstract_state, state_shardings = state_layout(experiment, optimizer, mesh)
     manager = checkpoint.checkpoint_manager(workdir, config.train.keep_checkpoints)
     restored = checkpoint.restore_latest(manager, checkpoint.abstract_like(abstract_state, state_shardings))
-    if restored is None:
-        state, _ = initial_state(experiment, optimizer, mesh)
+    if restored is None:  # only a fresh run pays for compiling init
+        state = jax.jit(init, out_shardings=state_shardings)(jax.random.PRNGKey(config.seed))
         start_step = 0
     else:
         state, start_step = restored
