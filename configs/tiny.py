@@ -6,6 +6,8 @@ Variant `--config=configs/tiny.py:smoke` shrinks everything so a run takes secon
 
 import ml_collections
 
+from dysen_jax.planner.settings import planner_config
+
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c = base_config()
@@ -54,22 +56,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.shuffle_buffer = 512
     c.data.data_dir = ""            # TFRecord dir; "" = <workdir>/data (preprocess writes it when missing)
 
-    # Planner used by preprocess and sample (dysen_jax/planner).
-    c.planner = ml_collections.ConfigDict()
-    c.planner.backend = "rules"     # rules: offline, deterministic | openai: any OpenAI-compatible server
-    c.planner.num_demonstrations = 5  # D in-context demonstrations (openai backend)
-    c.planner.max_repairs = 2       # re-asks with the parse error fed back, then the rules fallback
-    c.planner.llm = ml_collections.ConfigDict()  # dysen_jax/planner/llm_client.py LLMConfig
-    c.planner.llm.base_url = "http://127.0.0.1:8000/v1"
-    c.planner.llm.model = "gpt-4o-mini"
-    c.planner.llm.api_key_env = "OPENAI_API_KEY"  # the variable's name; "EMPTY" for keyless servers
-    c.planner.llm.temperature = 0.0
-    c.planner.llm.max_tokens = 512
-    c.planner.llm.max_concurrency = 8
-    c.planner.llm.requests_per_minute = 600
-    c.planner.llm.max_retries = 5
-    c.planner.llm.timeout_s = 60.0
-    c.planner.llm.cache_dir = ""    # "" = no cache
+    # Planner used by preprocess and sample: every key is documented in dysen_jax/planner/settings.py.
+    c.planner = planner_config()
 
     # DSG tensor sizes (dysen_jax/dsg/tensorize.py).
     c.dsg = ml_collections.ConfigDict()

@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+import dataclasses
+from typing import Any, Protocol, Sequence, runtime_checkable
 
-from dysen_jax.dsg.schema import Plan
+from dysen_jax.dsg.schema import DSGError, Plan
 
 BACKENDS: tuple[str, ...] = ("rules", "openai")
+# How an item's plan was obtained: by the offline planner, by the LLM (first answer), by the LLM
+# after error feedback, by the offline planner after the LLM failed, or not at all.
+SOURCES: tuple[str, ...] = ("rules", "llm", "repaired", "fallback", "failed")
+
+
+@dataclasses.dataclass(frozen=True)
+class PlanOutcome:
+    """A plan (None when failed) and how it was obtained (one of SOURCES), with the errors met.
+
+    `imagination` counts step-III work for LLM plans: scene graphs enriched by the LLM, after
+    repair, kept unenriched after failing, and whether global polishing was applied.
+    """
+
+    plan: Plan | None
+    source: str
+    errors: tuple[str, ...] = ()
+    imagination: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 @runtime_checkable
@@ -16,6 +34,26 @@ class Planner(Protocol):
     def plan(self, caption: str) -> Plan:
         """The plan for `caption`; raises DSGError for captions that cannot be planned (e.g. empty)."""
         ...
+
+
+def plan_batch(planner: Planner, captions: Sequence[str]) -> list[PlanOutcome]:
+    """One outcome per caption, in order; never raises for a bad item (it becomes 'failed').
+
+    Planners with `plan_many` (the LLM planner) get the whole batch, so their requests run
+    concurrently; others are called one caption at a time.
+    """
+    if hasattr(planner, "plan_many"):
+        good = [i for i, c in enumerate(captions) if c and c.strip()]
+        outcomes = dict(zip(good, planner.plan_many([captions[i] for i in good])))
+        return [outcomes.get(i) or PlanOutcome(None, "failed", ("caption is empty: nothing to plan",))
+                for i in range(len(captions))]
+    results = []
+    for caption in captions:
+        try:
+            results.append(PlanOutcome(planner.plan(caption), "rules"))
+        except DSGError as err:
+            results.append(PlanOutcome(None, "failed", (str(err),)))
+    return results
 
 
 def get_planner(backend: str, **kwargs: Any) -> Planner:

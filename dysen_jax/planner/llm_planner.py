@@ -8,26 +8,14 @@ and is counted as such. Step II is the deterministic `events_to_dsg`.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from dysen_jax.dsg.build import plan_from_events
+from dysen_jax.planner.base import PlanOutcome
 from dysen_jax.dsg.schema import DSGError, Plan
 from dysen_jax.planner.llm_client import Completion, LLMClient
 from dysen_jax.planner.parse import parse_events
 from dysen_jax.planner.prompts import Demonstration, action_planning_messages, repair_messages
-
-SOURCES = ("llm", "repaired", "fallback")
-
-
-@dataclasses.dataclass(frozen=True)
-class PlanOutcome:
-    """A plan and how it was obtained: 'llm', 'repaired' (after feedback) or 'fallback' (rules)."""
-
-    plan: Plan
-    source: str
-    errors: tuple[str, ...] = ()
-
 
 class LLMPlanner:
     """Plans captions in batches through an OpenAI-compatible server (see module docstring)."""
