@@ -1,4 +1,4 @@
-"""LLM step I against a real local HTTP server: good answers, repaired answers, counted fallbacks."""
+"""LLM steps I-III against a real local HTTP server: good answers, repaired answers, counted fallbacks."""
 
 from __future__ import annotations
 
@@ -7,12 +7,15 @@ from typing import Any, Iterator
 import pytest
 
 from dysen_jax.data.shapes import make_example
-from dysen_jax.dsg.schema import DSGError
+from dysen_jax.dsg.schema import DSGError, Plan
+from dysen_jax.planner.bank import synthetic_demonstrations
+from dysen_jax.planner.imagination import SceneImaginer
 from dysen_jax.planner.llm_client import LLMClient, LLMConfig
 from dysen_jax.planner.llm_planner import LLMPlanner
-from dysen_jax.planner.prompts import action_planning_messages, format_events, synthetic_demonstrations
-from dysen_jax.planner.rules import RulesPlanner
+from dysen_jax.planner.prompts import action_planning_messages
+from dysen_jax.planner.selection import FixedSelector
 from tests.llm_test_server import ScriptedLLMServer
+from tests.scripted_answers import perfect_answer, prompt_kind
 
 CAPTIONS = [make_example(i, seed=7, max_actions=3).caption for i in range(6)]
 GOLD = [make_example(i, seed=7, max_actions=3).events for i in range(6)]
@@ -24,16 +27,17 @@ def server() -> Iterator[ScriptedLLMServer]:
         yield s
 
 
-def _planner(server: ScriptedLLMServer, **overrides: Any) -> LLMPlanner:
+def _planner(server: ScriptedLLMServer, imagine: dict | None = None, **overrides: Any) -> LLMPlanner:
+    """Step I only, or steps I-III when `imagine` holds SceneImaginer settings."""
     config = LLMConfig(base_url=server.base_url, model="test", api_key_env="EMPTY", requests_per_minute=0,
                        max_retries=1, timeout_s=5.0, backoff_base_s=0.01, backoff_max_s=0.02)
-    return LLMPlanner(LLMClient(config, seed=0), synthetic_demonstrations(3), **overrides)
+    client = LLMClient(config, seed=0)
+    selector = FixedSelector(synthetic_demonstrations(3))
+    imaginer = SceneImaginer(client, selector, 3, **imagine) if imagine is not None else None
+    return LLMPlanner(client, selector, 3, imaginer=imaginer, **overrides)
 
 
-def _good_answer(body: dict) -> str:
-    """What a perfect LLM says: the gold plan of the caption in the last 'Text: ...' turn."""
-    caption = next(m["content"] for m in reversed(body["messages"]) if m["content"].startswith("Text: "))[6:]
-    return "Sure! Here is the plan:\n" + format_events(RulesPlanner().plan(caption).events)
+_good_answer = perfect_answer
 
 
 def test_prompt_is_instruction_demonstrations_then_test():
@@ -79,8 +83,12 @@ def test_empty_caption_is_rejected(server):
         _planner(server).plan_many(["  "])
 
 
-def test_preprocess_with_the_openai_backend(server, tmp_path):
+def test_preprocess_with_the_openai_backend_runs_steps_one_to_three(server, tmp_path):
     from dysen_jax import preprocess as preprocess_lib
+    import glob
+
+    import tensorflow as tf
+
     from tests.helpers import tiny_test_config
 
     server.set_mode("ok", answer=_good_answer)
@@ -89,10 +97,18 @@ def test_preprocess_with_the_openai_backend(server, tmp_path):
     config.planner.num_demonstrations = 2
     config.planner.llm.base_url = server.base_url
     config.planner.llm.api_key_env = "EMPTY"
-    config.planner.llm.cache_dir = str(tmp_path / "cache")
     manifest = preprocess_lib.preprocess(config, str(tmp_path / "data"), show_progress=False)
     assert manifest["counts"]["written"] == 16 and manifest["counts"]["planner_matches_gold"] == 16
-    assert manifest["source"]["planner"] == "openai" and server.calls == 16
+    scenes = sum(make_example(i, seed=config.seed, num_frames=config.data.num_frames,
+                              resolution=config.data.resolution,
+                              max_actions=config.data.max_actions).dsg.duration for i in range(16))
+    assert server.calls == 16 + scenes + 16  # step I + one imagination call per scene + one polish
+    kinds = [prompt_kind(r.body) for r in server.requests]
+    assert kinds.count("plan") == 16 and kinds.count("polish") == 16
+    plans = [Plan.loads(tf.train.Example.FromString(raw.numpy()).features.feature["plan"].bytes_list.value[0])
+             for raw in tf.data.TFRecordDataset(sorted(glob.glob(str(tmp_path / "data" / "*.tfrecord"))))]
+    assert len(plans) == 16
+    assert all(("polished" in {a for _, a in sg.attributes}) for p in plans for sg in p.dsg.graphs)
 
 
 def test_plan_cli_with_the_openai_backend(server):
@@ -104,7 +120,8 @@ def test_plan_cli_with_the_openai_backend(server):
     server.set_mode("ok", answer=_good_answer)
     caption = CAPTIONS[0]
     done = subprocess.run([sys.executable, "-m", "dysen_jax.plan", "--backend", "openai", "--base_url",
-                           server.base_url, "--model", "test", "--api_key_env", "EMPTY", "--prompt", caption],
+                           server.base_url, "--model", "test", "--api_key_env", "EMPTY", "--no-imagination",
+                           "--prompt", caption],
                           capture_output=True, text=True, timeout=120,
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert done.returncode == 0, done.stderr[-2000:]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dysen_jax.dsg.schema import Event
-from dysen_jax.planner.parse import PlanParseError, parse_events, parse_triplets
+from dysen_jax.planner.parse import PlanParseError, parse_events, parse_scene
 
 
 def test_paper_line_format_with_noise_around_it():
@@ -50,12 +50,18 @@ def test_nothing_is_evaluated():
     assert event.agent == "os.system" and event.target == "eval"  # names are plain strings
 
 
-def test_triplets_lines_and_json():
-    assert parse_triplets("(woman, holding, bottle), (bottle, on, table)\n(dog, sleeping)") == [
-        ("woman", "holding", "bottle"), ("bottle", "on", "table"), ("dog", "sleeping", None)]
-    assert parse_triplets('{"triplets": [["man", "near", "chair"], ["man", "sitting", null]]}') == [
-        ("man", "near", "chair"), ("man", "sitting", None)]
-    with pytest.raises(PlanParseError, match="triplet 1"):
-        parse_triplets('[["man"]]')
+def test_scene_lines_and_json():
+    triplets, attributes = parse_scene("(woman, holding, bottle), (bottle, on, table)\n"
+                                       "- (dog, sleeping, none) (dog, brown)")
+    assert triplets == [("woman", "holding", "bottle"), ("bottle", "on", "table"), ("dog", "sleeping", None)]
+    assert attributes == [("dog", "brown")]
+    assert parse_scene('{"triplets": [["man", "near", "chair"], ["man", "sitting", null]], '
+                       '"attributes": [["man", "old"]]}') == (
+        [("man", "near", "chair"), ("man", "sitting", None)], [("man", "old")])
+    assert parse_scene('[["man", "near", "chair"], ["man", "old"]]') == ([("man", "near", "chair")], [("man", "old")])
+    with pytest.raises(PlanParseError, match="item 1"):
+        parse_scene('[["man"]]')
     with pytest.raises(PlanParseError, match="line 1"):
-        parse_triplets("(man near chair")
+        parse_scene("(man near chair")
+    with pytest.raises(PlanParseError, match="no .*triplet"):
+        parse_scene("(man, old)")

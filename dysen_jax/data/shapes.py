@@ -26,7 +26,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from dysen_jax.dsg.build import events_to_dsg
-from dysen_jax.dsg.schema import DSG, Event, Plan
+from dysen_jax.dsg.schema import DSG, Event, Plan, SceneGraph
 from dysen_jax.planner.rules import ACTION_UNITS, MOVE_TOWARD
 
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -602,3 +602,54 @@ def vocabulary_texts() -> list[str]:
               for f in CONCURRENT_FORMS + PREPOSED_CONCURRENT_FORMS + FORWARD_FORMS + REVERSED_FORMS]
     texts += list(CHUNK_JOINS + FINAL_JOINS + FIRST_PREFIXES + ACTIONS) + ["it"]
     return texts
+
+
+# --- gold scene graphs (step-III "gold", parsed from the object states) ------------------------------------
+SMALL_SIZE, LARGE_SIZE = 0.2, 0.34   # bounding-circle diameters below/above which an object is small/large
+NEAR_DISTANCE = 0.3                  # centre distance (fraction of the frame side) that counts as "near"
+MAX_GOLD_RELATIONS = 2               # spatial relations per scene graph, to keep scene graphs readable
+
+
+def _spatial_relation(a: ObjectTrack, b: ObjectTrack, f: int) -> str:
+    dx, dy = float(b.x[f] - a.x[f]), float(b.y[f] - a.y[f])
+    if np.hypot(dx, dy) < NEAR_DISTANCE:
+        return "near"
+    if abs(dx) >= abs(dy):
+        return "left of" if dx > 0 else "right of"
+    return "above" if dy > 0 else "below"
+
+
+def gold_scene_dsg(example: ShapesExample) -> DSG:
+    """The example's enriched DSG, read off the rendered object states like a video scene-graph parser.
+
+    Scene graph t keeps the step-II triplets and adds, at the last frame showing step t (tau in
+    [t, t+1)), each visible object's colour and size (small/large) attributes and up to
+    MAX_GOLD_RELATIONS spatial relations (left of / right of / above / below / near) of the acting
+    objects to the others. Used as gold for step-III demonstrations and for scoring imagination.
+    """
+    frames_of_step: dict[int, int] = {}
+    for f, tau in enumerate(example.frame_times):
+        frames_of_step[int(np.floor(tau))] = f
+    graphs = []
+    last = 0
+    for sg in example.dsg.graphs:
+        f = last = frames_of_step.get(sg.t, last)
+        visible = [o for o in example.objects if bool(o.visible[f])]
+        attributes = []
+        for o in visible:
+            attributes.append((o.name, o.colour))
+            if o.size[f] < SMALL_SIZE:
+                attributes.append((o.name, "small"))
+            elif o.size[f] > LARGE_SIZE:
+                attributes.append((o.name, "large"))
+        actors = list(dict.fromkeys(s for s, _, _ in sg.triplets))
+        relations = []
+        for name in actors:
+            a = next((o for o in visible if o.name == name), None)
+            if a is None:
+                continue
+            for b in visible:
+                if b.name != name and len(relations) < MAX_GOLD_RELATIONS:
+                    relations.append((name, _spatial_relation(a, b, f), b.name))
+        graphs.append(SceneGraph(sg.t, sg.triplets + tuple(relations), tuple(attributes)))
+    return DSG(tuple(graphs), example.dsg.duration)

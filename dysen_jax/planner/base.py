@@ -59,16 +59,16 @@ def plan_batch(planner: Planner, captions: Sequence[str]) -> list[PlanOutcome]:
 def get_planner(backend: str, **kwargs: Any) -> Planner:
     """The planner named by `planner.backend`; kwargs go to it.
 
-    "rules": offline and rule-based. "openai": step I through any OpenAI-compatible server, with
-    repair and rules fallback (kwargs: client, demonstrations, max_repairs).
+    "rules": offline and rule-based. "openai": steps I-III through any OpenAI-compatible server, with
+    repair and rules fallback (kwargs of LLMPlanner: client, selector, ...).
     """
     if backend == "rules":
         from dysen_jax.planner.rules import RulesPlanner
         return RulesPlanner(**kwargs)
     if backend == "openai":
         from dysen_jax.planner.llm_planner import LLMPlanner
-        if "client" not in kwargs or "demonstrations" not in kwargs:
-            raise ValueError("planner.backend='openai' needs an LLM client and demonstrations: build it with "
+        if "client" not in kwargs or "selector" not in kwargs:
+            raise ValueError("planner.backend='openai' needs an LLM client and a demonstration selector: build it with "
                              "planner_from_config(config.planner) (settings under planner.llm)")
         return LLMPlanner(**kwargs)
     raise ValueError(f"planner.backend={backend!r} is not a known planner backend; "
@@ -76,13 +76,21 @@ def get_planner(backend: str, **kwargs: Any) -> Planner:
 
 
 def planner_from_config(planner_cfg: Any) -> Planner:
-    """The planner a config's `planner` section describes (see configs/tiny.py)."""
+    """The planner a config's `planner` section describes (dysen_jax/planner/settings.py)."""
+    from dysen_jax.planner.settings import check_planner_config
+
+    check_planner_config(planner_cfg)
     if planner_cfg.backend != "openai":
         return get_planner(planner_cfg.backend)
+    from dysen_jax.planner.bank import bank_from_config
+    from dysen_jax.planner.imagination import SceneImaginer
     from dysen_jax.planner.llm_client import LLMClient, LLMConfig
-    from dysen_jax.planner.prompts import synthetic_demonstrations
+    from dysen_jax.planner.selection import selector_from_config
 
     client = LLMClient(LLMConfig.from_config(planner_cfg.llm))
-    return get_planner("openai", client=client,
-                       demonstrations=synthetic_demonstrations(planner_cfg.num_demonstrations),
-                       max_repairs=planner_cfg.max_repairs)
+    selector = selector_from_config(planner_cfg, bank_from_config(planner_cfg))
+    common = dict(client=client, selector=selector, num_demonstrations=planner_cfg.num_demonstrations,
+                  max_repairs=planner_cfg.max_repairs, json_mode=planner_cfg.json_mode)
+    imaginer = SceneImaginer(sliding_window=planner_cfg.sliding_window, polish=planner_cfg.polish,
+                             max_items=planner_cfg.max_scene_items, **common) if planner_cfg.imagination else None
+    return get_planner("openai", imaginer=imaginer, max_events=planner_cfg.max_events, **common)

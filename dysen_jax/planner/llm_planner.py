@@ -1,64 +1,85 @@
-"""Dysen step I with an LLM: ICL prompt -> parse -> repair with the error fed back -> offline fallback.
+"""Dysen steps I-III with an LLM: ICL prompts -> parse and validate -> repair -> offline fallback.
 
-Every answer is parsed by `dysen_jax.planner.parse` (regular expressions and json, never eval) and
-checked by the DSG schema. A bad answer is sent back with the error up to `max_repairs` times; an
-item still without a valid plan (or whose requests failed) falls back to the offline rules planner
-and is counted as such. Step II is the deterministic `events_to_dsg`.
+Step I (action planning) answers are parsed by `dysen_jax.planner.parse` (regular expressions and
+json, never eval) and validated (`check_action_plan`: the schema's names and times, at most
+`max_events`; a plan that starts after 0v is shifted to start at 0v). A bad answer is sent back with the error up to
+`max_repairs` times; an item still without a valid plan (or whose requests failed) falls back to
+the offline rules planner and is counted as such. Step II is the deterministic `events_to_dsg`.
+Step III (`SceneImaginer`) enriches the DSG of every LLM-planned item; fallback items keep the
+offline plan whole.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, Sequence
 
 from dysen_jax.dsg.build import plan_from_events
-from dysen_jax.planner.base import PlanOutcome
 from dysen_jax.dsg.schema import DSGError, Plan
-from dysen_jax.planner.llm_client import Completion, LLMClient
-from dysen_jax.planner.parse import parse_events
-from dysen_jax.planner.prompts import Demonstration, action_planning_messages, repair_messages
+from dysen_jax.planner.bank import Demonstration
+from dysen_jax.planner.base import PlanOutcome
+from dysen_jax.planner.imagination import SceneImaginer
+from dysen_jax.planner.llm_client import LLMClient
+from dysen_jax.planner.parse import PlanParseError, parse_events
+from dysen_jax.planner.prompts import ACTION_PLANNING_REMINDER, action_planning_messages
+from dysen_jax.planner.repair import ask_with_repair
+
+
+def check_action_plan(text: str, max_events: int) -> Plan:
+    """The step-I answer as a Plan; raises PlanParseError saying what breaks the DSG rules."""
+    events = parse_events(text)
+    if len(events) > max_events:
+        raise PlanParseError(f"{len(events)} actions is more than {max_events}: keep the key actions only")
+    first = min(e.start for e in events)
+    if first:
+        events = [dataclasses.replace(e, start=e.start - first, end=e.end - first) for e in events]
+    return plan_from_events(events)
+
 
 class LLMPlanner:
     """Plans captions in batches through an OpenAI-compatible server (see module docstring)."""
 
-    def __init__(self, client: LLMClient, demonstrations: list[Demonstration], max_repairs: int = 2,
-                 fallback: Any = None):
+    def __init__(self, client: LLMClient, selector: Any, num_demonstrations: int = 5, max_repairs: int = 2,
+                 fallback: Any = None, imaginer: SceneImaginer | None = None, max_events: int = 8,
+                 json_mode: bool = False) -> None:
         from dysen_jax.planner.rules import RulesPlanner
 
         self.client = client
-        self.demonstrations = list(demonstrations)
+        self.selector = selector
+        self.num_demonstrations = num_demonstrations
         self.max_repairs = max_repairs
         self.fallback = fallback if fallback is not None else RulesPlanner()
+        self.imaginer = imaginer
+        self.max_events = max_events
+        self.json_mode = json_mode
 
     def plan(self, caption: str) -> Plan:
         return self.plan_many([caption])[0].plan
 
-    def plan_many(self, captions: list[str]) -> list[PlanOutcome]:
-        """One outcome per caption, in order; requests of a round run concurrently."""
+    def plan_many(self, captions: Sequence[str],
+                  shots: Sequence[Sequence[Demonstration]] | None = None) -> list[PlanOutcome]:
+        """One outcome per caption, in order; `shots` overrides the step-I demonstrations per caption."""
         for caption in captions:
             if not caption or not caption.strip():
                 raise DSGError("caption is empty: nothing to plan")
-        conversations = {i: action_planning_messages(c, self.demonstrations) for i, c in enumerate(captions)}
-        errors: dict[int, list[str]] = {i: [] for i in conversations}
-        outcomes: dict[int, PlanOutcome] = {}
-        for attempt in range(self.max_repairs + 1):
-            pending = sorted(conversations)
-            if not pending:
-                break
-            answers = self.client.complete_many([conversations[i] for i in pending])
-            for i, answer in zip(pending, answers):
-                if not isinstance(answer, Completion):
-                    errors[i].append(f"request failed: {answer}")
-                    del conversations[i]  # the client already retried; no point re-asking
-                    continue
-                try:
-                    plan = plan_from_events(parse_events(answer.text))
-                except DSGError as err:
-                    errors[i].append(str(err))
-                    conversations[i] = repair_messages(conversations[i], answer.text, str(err))
-                    continue
-                outcomes[i] = PlanOutcome(plan, "llm" if attempt == 0 else "repaired", tuple(errors[i]))
-                del conversations[i]
-        for i, caption in enumerate(captions):
-            if i not in outcomes:
-                outcomes[i] = PlanOutcome(self.fallback.plan(caption), "fallback", tuple(errors[i]))
-        return [outcomes[i] for i in range(len(captions))]
+        if shots is None:
+            shots = [self.selector.select(c, self.num_demonstrations) for c in captions]
+        elif len(shots) != len(captions):
+            raise ValueError(f"got {len(shots)} demonstration lists for {len(captions)} captions")
+        conversations = [action_planning_messages(c, s, self.json_mode) for c, s in zip(captions, shots)]
+        check = lambda text: check_action_plan(text, self.max_events)  # noqa: E731
+        answers = ask_with_repair(self.client, conversations, [check] * len(captions), self.max_repairs,
+                                  ACTION_PLANNING_REMINDER, {"type": "json_object"} if self.json_mode else None)
+        outcomes = [PlanOutcome(a.value, "repaired" if a.repairs else "llm", tuple(a.errors)) if a.ok else
+                    PlanOutcome(self.fallback.plan(c), "fallback", tuple(a.errors))
+                    for c, a in zip(captions, answers)]
+        if self.imaginer is None:
+            return outcomes
+        planned = [i for i, o in enumerate(outcomes) if o.source != "fallback"]
+        if planned:
+            enriched = self.imaginer.imagine_many([captions[i] for i in planned],
+                                                  [outcomes[i].plan.dsg for i in planned])
+            for i, (dsg, counts) in zip(planned, enriched):
+                o = outcomes[i]
+                outcomes[i] = PlanOutcome(Plan(o.plan.events, dsg), o.source, o.errors, counts)
+        return outcomes

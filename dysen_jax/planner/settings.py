@@ -29,7 +29,9 @@ def planner_config() -> ml_collections.ConfigDict:
     c.imagination = True         # step III: enrich each scene graph (w/o imagination = False)
     c.sliding_window = True      # step III sees [previous enriched SG, current SG, next SG] (w/o SWC = False)
     c.polish = True              # step III's second round: one global pass over the whole DSG
-    c.max_scene_triplets = 12    # step-III answers with more triplets per scene graph are rejected
+    c.max_scene_items = 12       # step-III answers with more triplets (or attributes) per scene are rejected
+    c.max_events = 8             # step-I answers with more actions are rejected
+    c.json_mode = False          # ask for JSON with response_format=json_object (servers with structured output)
     c.seed = 0                   # random selection and exploration
     c.llm = ml_collections.ConfigDict()  # dysen_jax/planner/llm_client.py LLMConfig
     c.llm.base_url = "http://127.0.0.1:8000/v1"
