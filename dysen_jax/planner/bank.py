@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import sys
@@ -91,10 +92,15 @@ def synthetic_demonstrations(count: int, seed: int = BANK_SEED, max_actions: int
 
 def builtin_bank(num_synthetic: int = NUM_SYNTHETIC) -> list[Demonstration]:
     """Synthetic demonstrations first (most complex first), then the everyday ones."""
+    return list(_builtin_bank(num_synthetic))
+
+
+@functools.lru_cache(maxsize=2)
+def _builtin_bank(num_synthetic: int) -> tuple[Demonstration, ...]:
     bank = synthetic_demonstrations(num_synthetic)
     if os.path.exists(EVERYDAY_FILE):
         bank += load_bank(EVERYDAY_FILE)
-    return bank
+    return tuple(bank)
 
 
 def bank_from_config(planner_cfg: Any) -> list[Demonstration]:
