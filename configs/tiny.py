@@ -1,7 +1,9 @@
 """Tiny config: pixel-space Dysen-VDM on the synthetic dynamic-shapes dataset, trains on one CPU.
 
 Use: --config=configs/tiny.py, override any key with --config.train.num_steps=10 etc.
-Variant `--config=configs/tiny.py:smoke` shrinks everything so a run takes seconds (the tests use it).
+Variant `--config=configs/tiny.py:smoke` shrinks everything so a run takes seconds (the tests use it);
+the paper's Table 4 ablations are variants too (`:no_dysen`, `:no_imagination`, `:no_swc`,
+`:no_rl_icl`, combinable: `:smoke,no_swc`). The planner rows need `--config.planner.backend=openai`.
 """
 
 import ml_collections
@@ -9,12 +11,28 @@ import ml_collections
 from dysen_jax.planner.settings import planner_config
 
 
+# Table 4 of the paper (ablations), as switches on top of any run; combine with commas.
+ABLATIONS = {
+    "no_dysen": {"model.use_dsg": False},             # w/o Dysen: no DSG reaches the model (Latent-VDM)
+    "no_imagination": {"planner.imagination": False},  # w/o step III
+    "no_swc": {"planner.sliding_window": False},       # step III without the sliding window context
+    "no_rl_icl": {"planner.selection": "random"},      # random instead of RL-chosen demonstrations
+}
+
+
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
+    """`variant`: comma-separated names among 'smoke' and the ABLATIONS, e.g. 'smoke,no_swc'."""
     c = base_config()
-    if variant == "smoke":
-        shrink_for_smoke_test(c)
-    elif variant:
-        raise ValueError(f"configs/tiny.py has no variant {variant!r}: use '' or 'smoke'")
+    for name in filter(None, (v.strip() for v in variant.split(","))):
+        if name == "smoke":
+            shrink_for_smoke_test(c)
+        elif name in ABLATIONS:
+            for key, value in ABLATIONS[name].items():
+                section, field = key.split(".")
+                c[section][field] = value
+        else:
+            raise ValueError(f"configs/tiny.py has no variant {name!r}: use '', 'smoke' or any of "
+                             f"{', '.join(ABLATIONS)} (comma-separated)")
     return c
 
 
@@ -55,6 +73,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.num_shards = 4           # TFRecord shards
     c.data.shuffle_buffer = 512
     c.data.data_dir = ""            # TFRecord dir; "" = <workdir>/data (preprocess writes it when missing)
+    c.data.captions_file = ""       # dataset="captions" reads this .jsonl {"caption","video"} / .csv caption,video
+    c.data.plan_batch_size = 64     # captions planned per batch (the LLM's requests of a batch run concurrently)
 
     # Planner used by preprocess and sample: every key is documented in dysen_jax/planner/settings.py.
     c.planner = planner_config()
