@@ -16,8 +16,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from dysen_jax.dsg.schema import DSG, DSGError, SceneGraph
-from dysen_jax.planner.bank import Demonstration
+from dysen_jax.dsg.schema import DSG, SceneGraph
 from dysen_jax.planner.llm_client import LLMClient
 from dysen_jax.planner.parse import PlanParseError, parse_dsg_lines, parse_scene
 from dysen_jax.planner.prompts import (POLISH_REMINDER, SCENE_REMINDER, imagination_messages,
