@@ -216,3 +216,16 @@ def test_json_mode_asks_for_json_and_reads_it(server):
     [outcome] = planner.plan_many(CAPTIONS[:1])
     assert outcome.source == "llm" and outcome.plan.events == EXAMPLES[0].events
     assert outcome.imagination["scenes_llm"] == EXAMPLES[0].dsg.duration and outcome.imagination["polished"] == 1
+
+
+def test_a_caption_neither_the_llm_nor_the_fallback_can_plan_fails_alone(server):
+    from dysen_jax.planner.base import plan_batch
+
+    server.set_mode("malformed")
+    server.route = lambda body: "ok" if "Text: " + CAPTIONS[0] in body["messages"][-1]["content"] else None
+    planner = _planner(server, polish=False)
+    outcomes = plan_batch(planner, [CAPTIONS[0], "!!! ???"])
+    assert outcomes[0].source == "llm" and outcomes[1].source == "failed" and outcomes[1].plan is None
+    assert any("fallback" in e for e in outcomes[1].errors)
+    with pytest.raises(DSGError, match="could not plan"):
+        planner.plan("!!! ???")

@@ -83,7 +83,7 @@ def test_empty_caption_is_rejected(server):
         _planner(server).plan_many(["  "])
 
 
-def test_preprocess_with_the_openai_backend_runs_steps_one_to_three(server, tmp_path):
+def test_preprocess_with_the_openai_backend_runs_steps_one_to_three(server, tmp_path, monkeypatch, capfd, caplog):
     from dysen_jax import preprocess as preprocess_lib
     import glob
 
@@ -96,15 +96,25 @@ def test_preprocess_with_the_openai_backend_runs_steps_one_to_three(server, tmp_
     config.planner.backend = "openai"
     config.planner.num_demonstrations = 2
     config.planner.llm.base_url = server.base_url
-    config.planner.llm.api_key_env = "EMPTY"
-    manifest = preprocess_lib.preprocess(config, str(tmp_path / "data"), show_progress=False)
+    secret = "sk-preprocess-5e1f-never-written"
+    monkeypatch.setenv("DYSEN_TEST_LLM_KEY", secret)
+    config.planner.llm.api_key_env = "DYSEN_TEST_LLM_KEY"
+    config.planner.llm.cache_dir = str(tmp_path / "cache")
+    manifest = preprocess_lib.preprocess(config, str(tmp_path / "data"), show_progress=True)
+    assert server.requests[0].headers["authorization"] == f"Bearer {secret}"
+    for path in tmp_path.rglob("*"):
+        assert not path.is_file() or secret.encode() not in path.read_bytes(), path
+    out, err = capfd.readouterr()
+    assert secret not in out + err + caplog.text
     assert manifest["counts"]["written"] == 16 and manifest["counts"]["planner_matches_gold"] == 16
     scenes = sum(make_example(i, seed=config.seed, num_frames=config.data.num_frames,
                               resolution=config.data.resolution,
                               max_actions=config.data.max_actions).dsg.duration for i in range(16))
-    assert server.calls == 16 + scenes + 16  # step I + one imagination call per scene + one polish
+    # step I + one imagination call per scene + one polish; a repeated caption is answered from the cache
+    llm = manifest["report"]["llm"]
+    assert server.calls == llm["calls"] and llm["calls"] + llm["cache_hits"] == 16 + scenes + 16
     kinds = [prompt_kind(r.body) for r in server.requests]
-    assert kinds.count("plan") == 16 and kinds.count("polish") == 16
+    assert kinds.count("plan") + kinds.count("polish") + kinds.count("imagine") == server.calls
     plans = [Plan.loads(tf.train.Example.FromString(raw.numpy()).features.feature["plan"].bytes_list.value[0])
              for raw in tf.data.TFRecordDataset(sorted(glob.glob(str(tmp_path / "data" / "*.tfrecord"))))]
     assert len(plans) == 16

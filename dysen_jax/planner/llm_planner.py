@@ -54,7 +54,18 @@ class LLMPlanner:
         self.json_mode = json_mode
 
     def plan(self, caption: str) -> Plan:
-        return self.plan_many([caption])[0].plan
+        """The plan of one caption; raises DSGError when neither the LLM nor the fallback could plan it."""
+        outcome = self.plan_many([caption])[0]
+        if outcome.plan is None:
+            raise DSGError(f"could not plan {caption!r}: {'; '.join(outcome.errors)}")
+        return outcome.plan
+
+    def _fall_back(self, caption: str, errors: Sequence[str]) -> PlanOutcome:
+        """The offline planner's plan ('fallback'), or 'failed' when it cannot plan the caption either."""
+        try:
+            return PlanOutcome(self.fallback.plan(caption), "fallback", tuple(errors))
+        except DSGError as err:
+            return PlanOutcome(None, "failed", (*errors, f"fallback: {err}"))
 
     def plan_many(self, captions: Sequence[str],
                   shots: Sequence[Sequence[Demonstration]] | None = None) -> list[PlanOutcome]:
@@ -71,11 +82,10 @@ class LLMPlanner:
         answers = ask_with_repair(self.client, conversations, [check] * len(captions), self.max_repairs,
                                   ACTION_PLANNING_REMINDER, {"type": "json_object"} if self.json_mode else None)
         outcomes = [PlanOutcome(a.value, "repaired" if a.repairs else "llm", tuple(a.errors)) if a.ok else
-                    PlanOutcome(self.fallback.plan(c), "fallback", tuple(a.errors))
-                    for c, a in zip(captions, answers)]
+                    self._fall_back(c, a.errors) for c, a in zip(captions, answers)]
         if self.imaginer is None:
             return outcomes
-        planned = [i for i, o in enumerate(outcomes) if o.source != "fallback"]
+        planned = [i for i, o in enumerate(outcomes) if o.source in ("llm", "repaired")]
         if planned:
             enriched = self.imaginer.imagine_many([captions[i] for i in planned],
                                                   [outcomes[i].plan.dsg for i in planned])
