@@ -229,3 +229,12 @@ def test_a_caption_neither_the_llm_nor_the_fallback_can_plan_fails_alone(server)
     assert any("fallback" in e for e in outcomes[1].errors)
     with pytest.raises(DSGError, match="could not plan"):
         planner.plan("!!! ???")
+
+
+def test_names_the_caption_never_mentions_are_sent_back():
+    caption = "The red circles jump while a Blue Star spins."
+    plan = check_action_plan("(red circle, jumping, none, (0v, 1v))\n(blue star, spinning, none, (0v, 1v))",
+                             max_events=8, caption=caption)
+    assert len(plan.events) == 2
+    with pytest.raises(PlanParseError, match="'green heart' are not in the text"):
+        check_action_plan("(green heart, shrinking, none, (0v, 1v))", max_events=8, caption=caption)

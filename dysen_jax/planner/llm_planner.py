@@ -2,7 +2,8 @@
 
 Step I (action planning) answers are parsed by `dysen_jax.planner.parse` (regular expressions and
 json, never eval) and validated (`check_action_plan`: the schema's names and times, at most
-`max_events`; a plan that starts after 0v is shifted to start at 0v). A bad answer is sent back with the error up to
+`max_events`, every agent and target named in the caption; a plan that starts after 0v is shifted
+to start at 0v). A bad answer is sent back with the error up to
 `max_repairs` times; an item still without a valid plan (or whose requests failed) falls back to
 the offline rules planner and is counted as such. Step II is the deterministic `events_to_dsg`.
 Step III (`SceneImaginer`) enriches the DSG of every LLM-planned item; fallback items keep the
@@ -15,7 +16,7 @@ import dataclasses
 from typing import Any, Sequence
 
 from dysen_jax.dsg.build import plan_from_events
-from dysen_jax.dsg.schema import DSGError, Plan
+from dysen_jax.dsg.schema import DSGError, Event, Plan
 from dysen_jax.planner.bank import Demonstration
 from dysen_jax.planner.base import PlanOutcome
 from dysen_jax.planner.imagination import SceneImaginer
@@ -25,11 +26,32 @@ from dysen_jax.planner.prompts import ACTION_PLANNING_REMINDER, action_planning_
 from dysen_jax.planner.repair import ask_with_repair
 
 
-def check_action_plan(text: str, max_events: int) -> Plan:
-    """The step-I answer as a Plan; raises PlanParseError saying what breaks the DSG rules."""
+def ungrounded_names(events: Sequence[Event], caption: str) -> list[str]:
+    """Agents and targets none of whose words occurs in the caption (forgiving case, articles, plurals).
+
+    Small LLMs copy names from their demonstrations; a plan about objects the text never mentions
+    is wrong however well formed, so it is sent back like a parse error.
+    """
+    from dysen_jax.planner.metrics import normalize_name
+
+    words = set(normalize_name(caption).split())
+    names = [n for e in events for n in (e.agent, e.target) if n is not None]
+    return [n for n in dict.fromkeys(names) if not set(normalize_name(n).split()) & words]
+
+
+def check_action_plan(text: str, max_events: int, caption: str | None = None) -> Plan:
+    """The step-I answer as a Plan; raises PlanParseError saying what breaks the DSG rules.
+
+    With `caption`, every agent and target must be named in it (`ungrounded_names`).
+    """
     events = parse_events(text)
     if len(events) > max_events:
         raise PlanParseError(f"{len(events)} actions is more than {max_events}: keep the key actions only")
+    if caption is not None:
+        unknown = ungrounded_names(events, caption)
+        if unknown:
+            raise PlanParseError(f"{', '.join(repr(n) for n in unknown)} are not in the text: plan only the "
+                                 "agents and objects the text mentions, with its words")
     first = min(e.start for e in events)
     if first:
         events = [dataclasses.replace(e, start=e.start - first, end=e.end - first) for e in events]
@@ -78,8 +100,8 @@ class LLMPlanner:
         elif len(shots) != len(captions):
             raise ValueError(f"got {len(shots)} demonstration lists for {len(captions)} captions")
         conversations = [action_planning_messages(c, s, self.json_mode) for c, s in zip(captions, shots)]
-        check = lambda text: check_action_plan(text, self.max_events)  # noqa: E731
-        answers = ask_with_repair(self.client, conversations, [check] * len(captions), self.max_repairs,
+        checks = [lambda text, c=c: check_action_plan(text, self.max_events, c) for c in captions]
+        answers = ask_with_repair(self.client, conversations, checks, self.max_repairs,
                                   ACTION_PLANNING_REMINDER, {"type": "json_object"} if self.json_mode else None)
         outcomes = [PlanOutcome(a.value, "repaired" if a.repairs else "llm", tuple(a.errors)) if a.ok else
                     self._fall_back(c, a.errors) for c, a in zip(captions, answers)]
