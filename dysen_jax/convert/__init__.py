@@ -1,0 +1,1 @@
+"""PyTorch (diffusers / transformers safetensors) -> Flax weight converters; see common.py."""
