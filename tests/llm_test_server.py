@@ -7,6 +7,8 @@ Modes (set per test with `set_mode`, or per request with `route`):
   "malformed"  a valid envelope whose content is garbage, not the expected line/JSON format
   "truncated"  finish_reason "length" and the answer cut in half
   "hang"       does not answer until the server stops (or `hang_s` passes)
+  "icl_copier" imitates an LLM that learns from its shots (`icl_copier_answer`): answer quality
+               depends on which step-I demonstrations the prompt shows; other prompts as "ok"
 Every request is recorded (path, headers, JSON body, arrival time); in-flight peak is tracked.
 """
 
@@ -55,7 +57,7 @@ class ScriptedLLMServer:
     # -- control -------------------------------------------------------------------------------
     def set_mode(self, mode: str, *, k: int = 0, delay_s: float = 0.0, answer: Answer | None = None) -> None:
         """Switches the script; resets the failure counter of the 429/500 modes."""
-        if mode not in ("ok", "slow", "429", "500", "malformed", "truncated", "hang"):
+        if mode not in ("ok", "slow", "429", "500", "malformed", "truncated", "hang", "icl_copier"):
             raise ValueError(f"unknown mode {mode!r}")
         with self._lock:
             self.mode, self.k, self.delay_s, self._failures_sent = mode, k, delay_s, 0
@@ -152,7 +154,9 @@ class _Handler(BaseHTTPRequestHandler):
         if mode == "slow":
             time.sleep(script.delay_s)
         text, finish = script._answer_text(body), "stop"
-        if mode == "malformed":
+        if mode == "icl_copier":
+            text = icl_copier_answer(body, text)
+        elif mode == "malformed":
             text = MALFORMED_CONTENT
         elif mode == "truncated":
             text, finish = text[: max(1, len(text) // 2)], "length"
@@ -170,6 +174,57 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True  # The client gave up (its timeout); nothing to do.
+
+
+def icl_copier_answer(body: dict[str, Any], otherwise: str = "") -> str:
+    """A deterministic "LLM" whose step-I answer depends on the demonstrations its prompt shows.
+
+    It understands the test caption (the rules planner's events, gold on synthetic captions) but
+    can only write what the shots taught it:
+    * an event whose predicate no shown demonstration uses gets the predicate the shots use most
+      (ties: first shown; "moving" with no shots) and no target: a wrong triplet;
+    * if the caption has simultaneous events but no shown demonstration does, it writes all events
+      one after another: wrong temporal order.
+    So the best shots cover the caption's actions (and its simultaneity), which depends on the
+    caption: a selection policy can learn that, random shots get it right only by chance.
+    Prompts that are not step I (imagination, polishing) get `otherwise`.
+    """
+    import collections
+
+    from dysen_jax.dsg.schema import DSGError
+    from dysen_jax.planner.parse import parse_events
+    from dysen_jax.planner.prompts import ACTION_PLANNING_INSTRUCTION, format_events
+    from dysen_jax.planner.rules import RulesPlanner
+
+    messages = body.get("messages", [])
+    if not messages or not str(messages[0].get("content", "")).startswith(ACTION_PLANNING_INSTRUCTION[:60]):
+        return otherwise
+    turns = messages[1:]
+    test = next((i for i in range(len(turns) - 1, -1, -1)
+                 if turns[i]["role"] == "user" and turns[i]["content"].startswith("Text: ")), None)
+    if test is None:
+        return otherwise
+    caption = turns[test]["content"][len("Text: "):].split("\n")[0]
+    shown = []
+    for _, assistant in zip(turns[:test:2], turns[1:test:2]):
+        try:
+            shown.append(parse_events(assistant["content"]))
+        except DSGError:
+            continue
+    counts = collections.Counter(e.predicate for events in shown for e in events)
+    fallback = max(counts, key=lambda p: counts[p]) if counts else "moving"  # first seen wins ties
+    try:
+        truth = RulesPlanner().plan(caption).events
+    except DSGError:
+        return otherwise
+    events = [e if e.predicate in counts else dataclasses.replace(e, predicate=fallback, target=None)
+              for e in truth]
+    concurrent = lambda evs: len({e.start for e in evs}) < len(evs)  # noqa: E731
+    if concurrent(truth) and not any(concurrent(events_) for events_ in shown):
+        width = truth[0].end - truth[0].start
+        order = sorted(range(len(events)), key=lambda i: (events[i].start, i))
+        events = [dataclasses.replace(events[i], start=r * width, end=(r + 1) * width) for r, i in enumerate(order)]
+    return format_events(events)
 
 
 def _completion_body(request: dict[str, Any], text: str, finish_reason: str) -> dict[str, Any]:
