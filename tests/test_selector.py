@@ -182,15 +182,20 @@ def test_saved_policy_round_trips_and_refuses_a_bank_without_its_candidates(tmp_
         PolicySelector.load(str(tmp_path / "missing.json"), bank)
 
 
-def test_resume_continues_from_the_saved_epoch(server, tmp_path, capsys):
+def test_resume_continues_from_the_saved_epoch_with_a_gold_file(server, tmp_path, capsys):
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text("".join(json.dumps({"caption": it.caption, "events": [e.to_json() for e in it.events]}) + "\n"
+                            for it in synthetic_gold(12, seed=5)))
     output = str(tmp_path / "policy.json")
-    common = ["--output", output, "--train_captions", "12", "--batch_size", "6", "--num_candidates", "8",
+    common = ["--output", output, "--train_file", str(gold), "--batch_size", "6", "--num_candidates", "8",
               "--num_demonstrations", "2", "--compare", "random", "--no_progress", *_server_flags(server)]
     assert main([*common, "--epochs", "1"]) == 0
     assert main([*common, "--epochs", "2", "--resume"]) == 0
     err = capsys.readouterr().err
     assert "resumed from" in err and "epoch 2/2" in err and "epoch 1/2" not in err
-    assert [h["epoch"] for h in json.loads(open(report_path(output)).read())["history"]] == [1, 2]
+    report = json.loads(open(report_path(output)).read())
+    assert [h["epoch"] for h in report["history"]] == [1, 2] and report["data"] == str(gold)
+    assert report["train_items"] + report["heldout_items"] == 12
 
 
 def test_bad_settings_exit_2_naming_the_flag(tmp_path, capsys):
