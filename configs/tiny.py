@@ -99,6 +99,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.rgtrm_width = 64
     c.model.rgtrm_layers = 2
     c.model.rgtrm_heads = 4
+    c.model.rgtrm_scan = False      # True: RGTrm layers under nn.scan (params stacked [L, ...]; compile time flat in L)
+    c.model.rgtrm_remat = "none"    # RGTrm per-layer remat: none | full | dots | dots_no_batch
     c.model.use_dsg = True          # False: text-only ("w/o Dysen")
     c.model.channels = (16, 32, 64)  # UNet width per resolution level (32, 16, 8 px)
     c.model.num_res_blocks = 1

@@ -70,6 +70,8 @@ class DysenDenoiser(nn.Module):
     max_frames: int
     dropout: float = 0.0
     dtype: Dtype = jnp.float32
+    rgtrm_scan: bool = False       # RGTrm layers under nn.scan (model.rgtrm_scan)
+    rgtrm_remat: str = "none"      # RGTrm per-layer remat policy (model.rgtrm_remat)
 
     @nn.compact
     def __call__(self, x: Array, timesteps: Array, text_tokens: Array, dsg: Mapping[str, Array] | None,
@@ -82,7 +84,7 @@ class DysenDenoiser(nn.Module):
             if dsg is None:
                 raise ValueError("this denoiser has a DSG branch (model.use_dsg=True) but got dsg=None")
             graphs, graph_mask = RGTrm(self.vocab_size, self.rgtrm_width, self.rgtrm_layers, self.rgtrm_heads,
-                                       self.dropout, self.dtype, name="rgtrm")(
+                                       self.dropout, self.dtype, self.rgtrm_scan, self.rgtrm_remat, name="rgtrm")(
                 dsg["node_words"], dsg["node_type"], dsg["edge_type"], dsg["node_mask"], dsg["step_mask"],
                 dsg["step_time"], deterministic)
             feats, mask = frame_graphs(graphs, graph_mask, dsg["frame_step"])
@@ -105,4 +107,5 @@ def build_denoiser(model_cfg: ml_collections.ConfigDict) -> DysenDenoiser:
         channels=tuple(int(c) for c in model_cfg.channels), num_res_blocks=int(model_cfg.num_res_blocks),
         attention_levels=tuple(bool(a) for a in model_cfg.attention_levels), heads=int(model_cfg.heads),
         temporal_causal=bool(model_cfg.temporal_causal), max_frames=int(model_cfg.max_frames),
-        dropout=float(model_cfg.dropout), dtype=jnp.dtype(model_cfg.dtype))
+        dropout=float(model_cfg.dropout), dtype=jnp.dtype(model_cfg.dtype),
+        rgtrm_scan=bool(model_cfg.get("rgtrm_scan", False)), rgtrm_remat=str(model_cfg.get("rgtrm_remat", "none")))

@@ -22,11 +22,21 @@ exists). E is a learned positive scalar per edge type and head, softplus-paramet
 initialised to exactly 1. Absent or padded nodes get all-zero attention rows (no NaN), are zeroed
 after every layer and are never attended to, so they cannot influence present nodes. Scene graph m
 only looks back (Q_{m-1}), so H^G_m never depends on scene graphs after m.
+
+Depth at scale (paper: L = 12, 8 heads, width 768). `scan_layers=True` runs the layer stack under
+`nn.scan`: one layer body is traced and compiled once and its params are stacked on a leading
+axis of size L (`params["layers"][...]`, shape [L, ...]), so compile time does not grow with L.
+`scan_layers=False` keeps one module per layer (`params["layer_{i}"]`), as before; the two hold
+the same numbers in different layouts (`stack_layer_params` / `unstack_layer_params` convert).
+`remat` rematerialises each layer in the backward pass: "none"; "full" (save only the layer
+input); "dots" (save every matmul result, recompute the element-wise ops); "dots_no_batch" (save
+only the weight matmuls, recompute the attention scores too). See `REMAT_POLICIES`.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -37,6 +47,15 @@ from dysen_jax.models.layers import (MLP, Dtype, attend, attention_scores, maske
                                      sinusoidal_embedding)
 
 Array = jax.Array
+
+# remat option -> jax.checkpoint policy (what the backward pass may keep from the forward pass).
+REMAT_POLICIES: dict[str, Callable[..., bool]] = {
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.dots_saveable,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+REMAT_OPTIONS: tuple[str, ...] = ("none", *REMAT_POLICIES)
+SCANNED_LAYERS = "layers"   # name of the stacked layer params when scan_layers=True
 
 
 def masked_mean(x: Array, mask: Array, axis: int) -> Array:
@@ -135,11 +154,47 @@ class RGTrmLayer(nn.Module):
         return h * present[..., None].astype(h.dtype)
 
 
+def remat_layer(fn: Callable[..., Any], remat: str, prevent_cse: bool = True) -> Callable[..., Any]:
+    """`fn(layer_module, *args)` wrapped in `nn.remat` with the named policy ("none": unchanged).
+
+    prevent_cse=False under `nn.scan` (the scan already keeps XLA from merging the recomputation
+    with the forward pass, and the flag would only block optimisations there)."""
+    if remat not in REMAT_OPTIONS:
+        raise ValueError(f"rgtrm remat={remat!r}: use one of {REMAT_OPTIONS}")
+    if remat == "none":
+        return fn
+    return nn.remat(fn, policy=REMAT_POLICIES[remat], prevent_cse=prevent_cse)
+
+
+def stack_layer_params(params: Any, num_layers: int) -> Any:
+    """RGTrm params of the unscanned layout (`layer_0` .. `layer_{L-1}`) -> the scanned layout
+    (`layers`, every leaf stacked on a new leading axis). Works on `{"params": ...}` or the inner
+    dict; other entries are kept."""
+    if "params" in params:
+        return {**params, "params": stack_layer_params(params["params"], num_layers)}
+    names = [f"layer_{i}" for i in range(num_layers)]
+    rest = {k: v for k, v in params.items() if k not in names}
+    return {**rest, SCANNED_LAYERS: jax.tree.map(lambda *leaves: jnp.stack(leaves), *(params[n] for n in names))}
+
+
+def unstack_layer_params(params: Any) -> Any:
+    """Inverse of `stack_layer_params`: `layers` [L, ...] -> `layer_0` .. `layer_{L-1}`."""
+    if "params" in params:
+        return {**params, "params": unstack_layer_params(params["params"])}
+    stacked = params[SCANNED_LAYERS]
+    num_layers = jax.tree.leaves(stacked)[0].shape[0]
+    rest = {k: v for k, v in params.items() if k != SCANNED_LAYERS}
+    return {**rest, **{f"layer_{i}": jax.tree.map(lambda x, i=i: x[i], stacked) for i in range(num_layers)}}
+
+
 class RGTrm(nn.Module):
     """Recurrent Graph Transformer (see module docstring).
 
     __call__(node_words [B,N,W], node_type [B,N], edge_type [B,N,N], node_mask [B,M,N],
     step_mask [B,M], step_time [B,M]) -> (H^G [B, M, N, width], mask [B, M, N] bool).
+
+    `scan_layers`: run the L layers under `nn.scan` (params stacked on a leading axis, compile time
+    independent of L). `remat`: one of REMAT_OPTIONS, applied to every layer.
     """
 
     vocab_size: int
@@ -148,6 +203,8 @@ class RGTrm(nn.Module):
     num_heads: int
     dropout: float = 0.0
     dtype: Dtype = jnp.float32
+    scan_layers: bool = False
+    remat: str = "none"
 
     @nn.compact
     def __call__(self, node_words: Array, node_type: Array, edge_type: Array, node_mask: Array,
@@ -157,8 +214,22 @@ class RGTrm(nn.Module):
         h = DSGEmbedding(self.vocab_size, self.width, self.dtype, name="embed")(node_words, node_type,
                                                                                  step_time)
         h = h * present[..., None].astype(h.dtype)
-        for i in range(self.num_layers):
-            h = RGTrmLayer(self.num_heads, self.dropout, self.dtype, name=f"layer_{i}")(
-                h, present, adjacency, edge_type, deterministic)
+
+        # `deterministic` is a Python bool (Dropout needs it concrete): closed over, never traced.
+        def layer_fn(layer: RGTrmLayer, h: Array, present: Array, adjacency: Array,
+                     edge_type: Array) -> Array:
+            return layer(h, present, adjacency, edge_type, deterministic).astype(h.dtype)
+
+        make_layer = lambda name: RGTrmLayer(self.num_heads, self.dropout, self.dtype, name=name)
+        if self.scan_layers:
+            body = remat_layer(lambda layer, h, *args: (layer_fn(layer, h, *args), None), self.remat,
+                               prevent_cse=False)
+            stack = nn.scan(body, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
+                            in_axes=(nn.broadcast, nn.broadcast, nn.broadcast), length=self.num_layers)
+            h, _ = stack(make_layer(SCANNED_LAYERS), h, present, adjacency, edge_type)
+        else:
+            body = remat_layer(layer_fn, self.remat)
+            for i in range(self.num_layers):
+                h = body(make_layer(f"layer_{i}"), h, present, adjacency, edge_type)
         h = nn.LayerNorm(dtype=self.dtype, name="ln_final")(h)
         return h * present[..., None].astype(h.dtype), present
