@@ -16,6 +16,15 @@ dysen_jax.plan train-selector`) on synthetic dynamic-shapes captions, then plans
 captions with the greedy policy, random shots, fixed shots and the untrained policy (greedy at
 initialisation: plain embedding similarity). Prints the table and one JSON line; writes the policy
 and the report under --output_dir.
+
+Measured with the defaults (64 train / 64 held-out captions, D=2, 4 epochs x 4 steps of 16) on a
+2-CPU AMD EPYC, held-out mean reward (mean of triplet F1 and order accuracy; fallback plans 0):
+  copier  (16 s):   policy 0.893, fixed 0.810, untrained 0.784, random 0.661 (policy-random +0.23, s.e. 0.03)
+  SmolLM2 (27 min, --num_candidates 20 --learning_rate 3e-2): policy 0.191, fixed 0.241, untrained 0.163,
+          random 0.070 (policy-random +0.12, s.e. 0.04). With a 135M model the shots matter mostly
+          for whether the answer is a valid plan at all (LLM-answered: fixed 84%, policy 55%,
+          random 22%); the policy learnt to show nearly the same two demonstrations for every
+          caption, and its pool of 20 did not hold the bank's first (fixed) ones.
 """
 
 from __future__ import annotations
