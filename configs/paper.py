@@ -1,0 +1,175 @@
+"""Paper config: Dysen-VDM at the size of Fei et al. (latent video diffusion, 16 frames of 256x256).
+
+Use: --config=configs/paper.py (stage II/III training on a caption file of real videos, e.g. WebVid),
+override any key with --config.train.batch_size=32 etc. Variants are the Table 4 ablations as in
+configs/tiny.py (`:no_dysen`, `:no_imagination`, `:no_swc`, `:no_rl_icl`, combinable with commas).
+
+What the paper fixes (§5.1, §3.1, App. A): an LDM backbone whose 3D-UNet works on latents
+Z_0 = E(X) (frames 256x256 -> latents 32x32x4), the text H^Y from CLIP, RGTrm with L = 12 layers,
+k = 8 heads and every dimension 768, T = 1000 diffusion steps, the epsilon loss of eq. 1, D = 5
+in-context demonstrations, 16 A100 GPUs. The backbone is an LDM [52] with CLIP text; we read it as
+Stable Diffusion 1.x's UNet layout (320/640/1280/1280, 2 ResBlocks per level, attention at the
+first three levels, 8 heads, cross-attention dim 768 = CLIP ViT-L/14) inflated with the temporal
+layers of eq. 11-12 and the H^G cross-attention of eq. 6. Everything the
+paper does not give (batch, learning rate, schedule details, DSG sizes) is marked "not in the
+paper" with the common choice for SD-based video models.
+
+The model keys follow `dysen_jax.models.unet_config.from_model_config` (the UNet),
+`dysen_jax.models.text_encoder.build_text_encoder` (text_encoder, text_encoder_path,
+text_encoder_layer) and `dysen_jax.models.vae.VAEConfig` (the `vae` section, its fields only).
+model.text_encoder = "clip" needs model.text_encoder_path (a converted CLIPTextModel); with
+`--config.model.text_encoder=tiny` the word-level encoder of the same width/depth stands in.
+"""
+
+import ml_collections
+
+from dysen_jax.planner.settings import planner_config
+
+
+# Table 4 of the paper (ablations), as switches on top of any run; combine with commas.
+ABLATIONS = {
+    "no_dysen": {"model.use_dsg": False},             # w/o Dysen: no DSG reaches the model (Latent-VDM)
+    "no_imagination": {"planner.imagination": False},  # w/o step III
+    "no_swc": {"planner.sliding_window": False},       # step III without the sliding window context
+    "no_rl_icl": {"planner.selection": "random"},      # random instead of RL-chosen demonstrations
+}
+
+
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+    """`variant`: comma-separated names among the ABLATIONS, e.g. 'no_swc,no_rl_icl'."""
+    c = base_config()
+    for v in filter(None, (v.strip() for v in variant.split(","))):
+        if v not in ABLATIONS:
+            raise ValueError(f"configs/paper.py has no variant {v!r}: use '' or any of "
+                             f"{', '.join(ABLATIONS)} (comma-separated)")
+        for key, value in ABLATIONS[v].items():
+            section, field = key.split(".")
+            c[section][field] = value
+    return c
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+
+    # Real videos with captions (dysen_jax/data/sources.py): WebVid for stages I-II, then UCF-101 /
+    # MSR-VTT / ActivityNet for fine-tuning. Records hold RGB frames; the VAE encodes them in the
+    # train step, so the model sees latents [F, resolution/8, resolution/8, 4].
+    c.data = ml_collections.ConfigDict()
+    c.data.dataset = "captions"
+    c.data.captions_file = ""       # .jsonl {"caption","video"} / .csv caption,video (required)
+    c.data.num_train = 0            # used by the synthetic dataset only
+    c.data.num_frames = 16          # F (paper: 16-frame clips)
+    c.data.resolution = 256         # H = W in pixels; latents are resolution / 8 (the VAE) = 32
+    c.data.max_actions = 3          # synthetic dataset only
+    c.data.num_shards = 1024        # TFRecord shards (>= number of hosts; many, for shuffling)
+    c.data.shuffle_buffer = 10_000
+    c.data.data_dir = ""            # TFRecord dir; "" = <workdir>/data
+    c.data.plan_batch_size = 64     # captions planned per batch (the LLM's requests of a batch run concurrently)
+
+    # Planner (steps I-III with an LLM, D = 5 RL-chosen demonstrations): dysen_jax/planner/settings.py.
+    c.planner = planner_config()
+    c.planner.backend = "openai"    # the paper plans with ChatGPT; any OpenAI-compatible server works
+    c.planner.selection = "rl"      # RL-based ICL (needs planner.selector_path from train-selector)
+
+    # DSG tensor sizes (dysen_jax/dsg/tensorize.py). Not in the paper: one scene graph per frame at
+    # most, and room for step III's enrichment (up to planner.max_scene_items triplets per scene).
+    c.dsg = ml_collections.ConfigDict()
+    c.dsg.max_steps = 16            # M distinct scene graphs (<= F)
+    c.dsg.max_nodes = 64            # N node slots over the whole DSG (objects + relations + attributes)
+    c.dsg.max_label_words = 4       # W words per node label
+    c.dsg.num_hash_buckets = 1024   # ids for unseen words (open vocabulary)
+
+    # Text tokens: CLIP's BPE context length.
+    c.text = ml_collections.ConfigDict()
+    c.text.max_len = 77
+
+    # Denoiser: CLIP text tower (H^Y) + RGTrm (H^G) + 3D-UNet on latents. UNet keys: see
+    # dysen_jax/models/unet_config.py `from_model_config` (SD 1.x UNet2DConditionModel layout).
+    c.model = ml_collections.ConfigDict()
+    c.model.vocab_size = -1         # -1: from the data's manifest (the DSG word vocabulary)
+    c.model.text_encoder = "clip"   # CLIP ViT-L/14 text tower, frozen (dysen_jax/models/text_encoder.py)
+    c.model.text_encoder_path = ""  # converted CLIPTextModel (python -m dysen_jax.convert --kind clip_text); required
+    c.model.text_encoder_layer = -1  # CLIP's last hidden state (SD 1.x)
+    c.model.text_width = 768        # CLIP ViT-L/14 text width (also the size of the "tiny" stand-in)
+    c.model.text_layers = 12
+    c.model.text_heads = 12
+    c.model.cross_attention_dim = 768  # width of H^Y that SD's cross-attention (attn2) expects
+    c.model.rgtrm_width = 768       # paper: all dimensions 768
+    c.model.rgtrm_layers = 12       # paper: L = 12
+    c.model.rgtrm_heads = 8         # paper: k = 8
+    c.model.rgtrm_scan = True       # layers under nn.scan: compile time flat in L (benchmarks/rgtrm_compile.py)
+    c.model.rgtrm_remat = "none"    # none | full | dots | dots_no_batch (the RGTrm is small next to the UNet)
+    c.model.use_dsg = True          # False: text-only ("w/o Dysen" = Latent-VDM)
+    c.model.in_channels = 4         # latent channels (= vae.latent_channels)
+    c.model.channels = (320, 640, 1280, 1280)             # SD block_out_channels (32, 16, 8, 4 latent px)
+    c.model.num_res_blocks = 2                            # SD layers_per_block
+    c.model.attention_levels = (True, True, True, False)  # SD: CrossAttnDownBlock2D x3, then DownBlock2D
+    c.model.heads = 8               # SD 1.x: 8 heads at every level (an int, or one count per level)
+    c.model.transformer_layers_per_block = 1
+    c.model.use_linear_projection = False  # SD 1.x proj_in/proj_out are 1x1 convs (same map as our Dense)
+    c.model.norm_num_groups = 32
+    c.model.upcast_attention = False
+    c.model.frame_affine = True     # eq. 11 per-frame scale/shift in every ResNet
+    c.model.temporal_conv = True    # temporal conv after every ResNet (zero-init, residual)
+    c.model.temporal_attention = True  # temporal attention after every spatial transformer (eq. 12)
+    c.model.temporal_transformer_in = False  # ModelScope's extra temporal attention after conv_in
+    c.model.temporal_norm = "frame"  # per-frame GroupNorm statistics (needed for causality)
+    c.model.temporal_position = "sinusoidal"  # frame positions before the temporal attention
+    c.model.temporal_causal = True  # eq. 12 lower-triangular mask
+    c.model.max_frames = 16         # per-frame affine (eq. 11) table size; >= data.num_frames
+    c.model.dropout = 0.0
+    c.model.dtype = "bfloat16"      # compute dtype; params are always float32
+
+    # Stable Diffusion's KL autoencoder, frozen (dysen_jax/models/vae.py VAEConfig fields only).
+    c.vae = ml_collections.ConfigDict()
+    c.vae.in_channels = 3
+    c.vae.out_channels = 3
+    c.vae.block_out_channels = (128, 256, 512, 512)  # 4 levels: 256 px -> 32 latent px (x8)
+    c.vae.layers_per_block = 2
+    c.vae.latent_channels = 4       # = model.in_channels
+    c.vae.norm_num_groups = 32
+    c.vae.scaling_factor = 0.18215  # SD 1.x / 2.x latent scaling
+    c.vae.temporal_decoder = False  # True: VidRD's zero-init temporal convs after each decoder ResNet
+
+    # Converted checkpoints to start from (python -m dysen_jax.convert; "" = fresh init). The text
+    # tower's is model.text_encoder_path.
+    c.init_from = ml_collections.ConfigDict()
+    c.init_from.unet = ""           # SD 1.x UNet2DConditionModel, converted: the spatial layers
+    c.init_from.vae = ""            # SD AutoencoderKL, converted
+
+    # Diffusion: LDM's schedule and eq. 1's epsilon loss, T = 1000.
+    c.diffusion = ml_collections.ConfigDict()
+    c.diffusion.schedule = "scaled_linear"  # SD betas 0.00085 .. 0.012
+    c.diffusion.num_timesteps = 1000
+    c.diffusion.prediction = "epsilon"
+    c.diffusion.cond_drop_prob = 0.1  # classifier-free guidance dropout (not in the paper)
+
+    # Training (not in the paper beyond "16 A100s": usual SD video fine-tuning values).
+    c.train = ml_collections.ConfigDict()
+    c.train.batch_size = 64          # global batch: 4 clips per GPU on 16 GPUs
+    c.train.num_steps = 100_000
+    c.train.learning_rate = 5e-5
+    c.train.warmup_steps = 1_000
+    c.train.weight_decay = 1e-2
+    c.train.grad_clip = 1.0
+    c.train.ema_decay = 0.9999
+    c.train.log_every = 100
+    c.train.checkpoint_every = 2_500
+    c.train.keep_checkpoints = 3
+    c.train.sample_at_end = True
+
+    # Device mesh: params/optimizer state sharded over fsdp (8 GPUs of a host, or a TPU slice's
+    # chips), batch over data x fsdp; -1 = all remaining devices (the hosts).
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.data = -1
+    c.mesh.fsdp = 8
+
+    # Sampling: DDIM + classifier-free guidance (VidRD's 50 steps; guidance is not in the paper).
+    c.sample = ml_collections.ConfigDict()
+    c.sample.steps = 50
+    c.sample.eta = 0.0
+    c.sample.guidance = 7.5
+    c.sample.prompt = "a woman puts a bottle of water on the table, then sits down and reads a book"
+    c.sample.fps = 8
+    return c
