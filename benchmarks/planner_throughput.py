@@ -3,7 +3,7 @@
     python benchmarks/planner_throughput.py [--items 32] [--latency_s 0.3] [--concurrency 1,8,32]
 
 For each concurrency it plans the same synthetic captions with a fresh client (no cache, no rate
-limit) through `plan_batch`, for step I only and for the full steps I-III (imagination with SWC +
+limit) through `plan_batch` (the server runs in its own process), for step I only and for the full steps I-III (imagination with SWC +
 polishing), and reports items/s, calls, and the speed-up over concurrency 1 with its efficiency
 (speed-up / concurrency). Then one run at the highest concurrency with the default 600 requests
 per minute limit (the limit, not the concurrency, sets the pace), and a cached rerun: the same
@@ -14,7 +14,9 @@ job twice with one cache directory, the second timed. The server answers like a 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import multiprocessing
 import os
 import platform
 import sys
@@ -28,6 +30,28 @@ from dysen_jax.planner.base import plan_batch, planner_from_config  # noqa: E402
 from dysen_jax.planner.settings import planner_config  # noqa: E402
 from tests.llm_test_server import ScriptedLLMServer  # noqa: E402
 from tests.scripted_answers import perfect_answer  # noqa: E402
+
+
+def _serve(latency_s: float, urls: "multiprocessing.Queue[str]", stop: "multiprocessing.Event") -> None:
+    with ScriptedLLMServer() as server:
+        server.set_mode("slow", delay_s=latency_s, answer=perfect_answer)
+        urls.put(server.base_url)
+        stop.wait()
+
+
+@contextlib.contextmanager
+def server_process(latency_s: float):
+    """The scripted server in its own process, so its work does not share the client's GIL (like a
+    real remote server); yields an object with `base_url`."""
+    ctx = multiprocessing.get_context("fork")
+    urls, stop = ctx.Queue(), ctx.Event()
+    process = ctx.Process(target=_serve, args=(latency_s, urls, stop), daemon=True)
+    process.start()
+    try:
+        yield argparse.Namespace(base_url=urls.get(timeout=60))
+    finally:
+        stop.set()
+        process.join(timeout=10)
 
 
 def run(server: ScriptedLLMServer, captions: list[str], concurrency: int, full: bool, rpm: int = 0,
@@ -61,8 +85,7 @@ def main() -> None:
     captions = [make_example(i, seed=99, max_actions=3).caption for i in range(args.items)]
     results: dict = {"machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.platform()}",
                      "items": args.items, "latency_s": args.latency_s}
-    with ScriptedLLMServer() as server:
-        server.set_mode("slow", delay_s=args.latency_s, answer=perfect_answer)
+    with server_process(args.latency_s) as server:
         run(server, captions[:2], 2, True)  # warm-up: imports, the demonstration bank, first connections
         for name, full in (("step_I", False), ("steps_I_to_III", True)):
             rows = {}

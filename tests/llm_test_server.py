@@ -35,6 +35,12 @@ class Recorded:
     arrived_s: float  # time.monotonic() at arrival.
 
 
+class _Server(ThreadingHTTPServer):
+    """A listen backlog for many concurrent clients (socketserver's default of 5 drops connections)."""
+
+    request_queue_size = 256
+
+
 class ScriptedLLMServer:
     """Context manager: starts the server on an ephemeral 127.0.0.1 port in a thread, stops it on exit."""
 
@@ -78,7 +84,7 @@ class ScriptedLLMServer:
 
     def __enter__(self) -> "ScriptedLLMServer":
         handler = type("Handler", (_Handler,), {"script": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd = _Server(("127.0.0.1", 0), handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="llm-test-server", daemon=True)

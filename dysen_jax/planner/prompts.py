@@ -9,6 +9,7 @@ asks for the JSON the parsers also accept, for servers with structured output.
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 from dysen_jax.dsg.build import events_to_dsg
@@ -128,9 +129,9 @@ def imagination_messages(caption: str, previous: SceneGraph | None, current: Sce
     instruction = IMAGINATION_INSTRUCTION if sliding_window else IMAGINATION_NO_WINDOW_INSTRUCTION
     messages = [_system(instruction, SCENE_JSON, json_mode)]
     for demo in demonstrations:
-        prev, cur, nxt, gold = demonstration_window(demo)
-        messages.append({"role": "user", "content": window_query(demo.caption, prev, cur, nxt, sliding_window)})
-        messages.append({"role": "assistant", "content": format_scene(gold)})
+        question, answer = _imagination_turn(demo, sliding_window)
+        messages.append({"role": "user", "content": question})
+        messages.append({"role": "assistant", "content": answer})
     messages.append({"role": "user", "content": window_query(caption, previous, current, following, sliding_window)})
     return messages
 
@@ -148,12 +149,26 @@ def polish_messages(caption: str, dsg: DSG, demonstrations: Sequence[Demonstrati
     """Chat messages of global scene polishing of a whole (step-wise imagined) DSG."""
     messages = [_system(POLISH_INSTRUCTION, POLISH_JSON, json_mode)]
     for demo in demonstrations:
-        if demo.dsg is None:
-            raise ValueError(f"demonstration {demo.caption!r} has no gold DSG: polishing needs one")
-        messages.append({"role": "user", "content": f"Text: {demo.caption}\nScenes:\n{format_dsg(polish_draft(demo))}"})
-        messages.append({"role": "assistant", "content": format_dsg(_per_step(demo.dsg))})
+        question, answer = _polish_turn(demo)
+        messages.append({"role": "user", "content": question})
+        messages.append({"role": "assistant", "content": answer})
     messages.append({"role": "user", "content": f"Text: {caption}\nScenes:\n{format_dsg(dsg)}"})
     return messages
+
+
+@functools.lru_cache(maxsize=1024)
+def _imagination_turn(demo: Demonstration, sliding_window: bool) -> tuple[str, str]:
+    """A demonstration's (question, answer) texts for step-wise imagination (cached: prompts reuse them)."""
+    prev, cur, nxt, gold = demonstration_window(demo)
+    return window_query(demo.caption, prev, cur, nxt, sliding_window), format_scene(gold)
+
+
+@functools.lru_cache(maxsize=1024)
+def _polish_turn(demo: Demonstration) -> tuple[str, str]:
+    """A demonstration's (question, answer) texts for global polishing (cached)."""
+    if demo.dsg is None:
+        raise ValueError(f"demonstration {demo.caption!r} has no gold DSG: polishing needs one")
+    return f"Text: {demo.caption}\nScenes:\n{format_dsg(polish_draft(demo))}", format_dsg(_per_step(demo.dsg))
 
 
 def _per_step(dsg: DSG) -> DSG:
