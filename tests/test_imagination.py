@@ -238,3 +238,5 @@ def test_names_the_caption_never_mentions_are_sent_back():
     assert len(plan.events) == 2
     with pytest.raises(PlanParseError, match="'green heart' are not in the text"):
         check_action_plan("(green heart, shrinking, none, (0v, 1v))", max_events=8, caption=caption)
+    with pytest.raises(PlanParseError, match="'red star' are not in the text"):
+        check_action_plan("(red star, jumping, none, (0v, 1v))", max_events=8, caption=caption)

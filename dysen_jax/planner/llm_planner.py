@@ -27,16 +27,18 @@ from dysen_jax.planner.repair import ask_with_repair
 
 
 def ungrounded_names(events: Sequence[Event], caption: str) -> list[str]:
-    """Agents and targets none of whose words occurs in the caption (forgiving case, articles, plurals).
+    """Agents and targets the caption does not name (as a phrase; forgiving case, articles, plurals).
 
-    Small LLMs copy names from their demonstrations; a plan about objects the text never mentions
-    is wrong however well formed, so it is sent back like a parse error.
+    Small LLMs copy names from their demonstrations (a "green heart" in a text about a red one); a
+    plan about objects the text never mentions is wrong however well formed, so it is sent back
+    like a parse error. The price: a pronoun resolved to a noun the text does not contain is sent
+    back too.
     """
     from dysen_jax.planner.metrics import normalize_name
 
-    words = set(normalize_name(caption).split())
+    text = f" {normalize_name(caption)} "
     names = [n for e in events for n in (e.agent, e.target) if n is not None]
-    return [n for n in dict.fromkeys(names) if not set(normalize_name(n).split()) & words]
+    return [n for n in dict.fromkeys(names) if f" {normalize_name(n)} " not in text]
 
 
 def check_action_plan(text: str, max_events: int, caption: str | None = None) -> Plan:
