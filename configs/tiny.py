@@ -102,10 +102,19 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.rgtrm_scan = False      # True: RGTrm layers under nn.scan (params stacked [L, ...]; compile time flat in L)
     c.model.rgtrm_remat = "none"    # RGTrm per-layer remat: none | full | dots | dots_no_batch
     c.model.use_dsg = True          # False: text-only ("w/o Dysen")
-    c.model.channels = (16, 32, 64)  # UNet width per resolution level (32, 16, 8 px)
-    c.model.num_res_blocks = 1
-    c.model.attention_levels = (False, False, True)  # attention blocks (temporal, spatial, DSG, text) here
-    c.model.heads = 4
+    # 3D-UNet (dysen_jax/models/unet3d.py): SD's diffusers layout + temporal layers; keys -> UNet3DConfig
+    # via unet_config.from_model_config (unset keys take its defaults).
+    c.model.channels = (16, 32, 64)  # block_out_channels: UNet width per resolution level (32, 16, 8 px)
+    c.model.num_res_blocks = 1       # layers_per_block
+    c.model.attention_levels = (False, False, True)  # CrossAttn blocks (spatial, DSG, text, temporal attention) here
+    c.model.heads = 4               # attention heads per level (int or one per level)
+    c.model.norm_num_groups = 8     # GroupNorm groups (SD: 32); must divide every width
+    c.model.frame_affine = True     # eq. 11 per-frame scale/shift in every ResNet
+    c.model.temporal_conv = True    # VidRD/ModelScope temporal conv after every ResNet (zero-init, residual)
+    c.model.temporal_attention = True  # temporal attention after every spatial transformer (zero-init, residual)
+    c.model.temporal_transformer_in = False  # ModelScope's extra temporal attention after conv_in
+    c.model.temporal_norm = "frame"  # temporal GroupNorm statistics per frame (causality) | "clip" (ModelScope)
+    c.model.temporal_position = "sinusoidal"  # frame positions before the temporal attentions | "none"
     c.model.temporal_causal = True  # eq. 12 lower-triangular mask
     c.model.max_frames = 16         # per-frame affine (eq. 11) table size; >= data.num_frames
     c.model.dropout = 0.0

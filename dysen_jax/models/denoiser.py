@@ -19,6 +19,7 @@ from dysen_jax.models.layers import Dtype
 from dysen_jax.models.rgtrm import RGTrm
 from dysen_jax.models.text_encoder import TinyTextEncoder
 from dysen_jax.models.unet3d import UNet3D
+from dysen_jax.models.unet_config import UNet3DConfig, from_model_config
 
 Array = jax.Array
 
@@ -62,12 +63,7 @@ class DysenDenoiser(nn.Module):
     rgtrm_layers: int
     rgtrm_heads: int
     use_dsg_branch: bool
-    channels: tuple[int, ...]
-    num_res_blocks: int
-    attention_levels: tuple[bool, ...]
-    heads: int
-    temporal_causal: bool
-    max_frames: int
+    unet: UNet3DConfig             # from config.model (unet_config.from_model_config)
     dropout: float = 0.0
     dtype: Dtype = jnp.float32
     rgtrm_scan: bool = False       # RGTrm layers under nn.scan (model.rgtrm_scan)
@@ -89,8 +85,7 @@ class DysenDenoiser(nn.Module):
                 dsg["step_time"], deterministic)
             feats, mask = frame_graphs(graphs, graph_mask, dsg["frame_step"])
             contexts = {"dsg": NullContext(name="null_dsg")(feats, mask, use_dsg), **contexts}
-        unet = UNet3D(self.channels, self.num_res_blocks, self.attention_levels, self.heads, self.temporal_causal,
-                      self.max_frames, tuple(contexts), self.dropout, self.dtype, name="unet")
+        unet = UNet3D(self.unet, tuple(contexts), self.dtype, name="unet")
         return unet(x, timesteps, contexts, deterministic).astype(x.dtype)
 
 
@@ -104,8 +99,5 @@ def build_denoiser(model_cfg: ml_collections.ConfigDict) -> DysenDenoiser:
         text_layers=int(model_cfg.text_layers), text_heads=int(model_cfg.text_heads),
         rgtrm_width=int(model_cfg.rgtrm_width), rgtrm_layers=int(model_cfg.rgtrm_layers),
         rgtrm_heads=int(model_cfg.rgtrm_heads), use_dsg_branch=bool(model_cfg.use_dsg),
-        channels=tuple(int(c) for c in model_cfg.channels), num_res_blocks=int(model_cfg.num_res_blocks),
-        attention_levels=tuple(bool(a) for a in model_cfg.attention_levels), heads=int(model_cfg.heads),
-        temporal_causal=bool(model_cfg.temporal_causal), max_frames=int(model_cfg.max_frames),
-        dropout=float(model_cfg.dropout), dtype=jnp.dtype(model_cfg.dtype),
+        unet=from_model_config(model_cfg), dropout=float(model_cfg.dropout), dtype=jnp.dtype(model_cfg.dtype),
         rgtrm_scan=bool(model_cfg.get("rgtrm_scan", False)), rgtrm_remat=str(model_cfg.get("rgtrm_remat", "none")))

@@ -247,3 +247,28 @@ class TemporalConv(nn.Module):
         h = nn.Conv(c, (3,), padding=padding, kernel_init=nn.initializers.zeros, dtype=self.dtype,
                     name="conv")(h)
         return x + einops.rearrange(h, "(b h w) f c -> b f h w c", b=b, h=hh, w=ww)
+
+
+def timestep_features(timesteps: Array, dim: int, flip_sin_to_cos: bool = True, freq_shift: float = 0.0,
+                      max_period: float = 10000.0) -> Array:
+    """diffusers' `get_timestep_embedding` ([N] -> [N, dim]): frequencies exp(-log(P) i / (dim/2 - shift)),
+    [sin, cos] (or [cos, sin] when flip_sin_to_cos), a zero column appended for an odd dim. Stable Diffusion uses
+    flip_sin_to_cos=True, freq_shift=0; matching it exactly is what lets SD weights load."""
+    half = dim // 2
+    freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / (half - freq_shift))
+    args = timesteps.astype(jnp.float32)[..., None] * freqs
+    sin, cos = jnp.sin(args), jnp.cos(args)
+    emb = jnp.concatenate([cos, sin] if flip_sin_to_cos else [sin, cos], axis=-1)
+    if dim % 2:
+        emb = jnp.pad(emb, [(0, 0)] * (emb.ndim - 1) + [(0, 1)])
+    return emb
+
+
+def interleaved_positions(length: int, dim: int) -> Array:
+    """diffusers' `SinusoidalPositionalEmbedding` table [length, dim]: sin on even, cos on odd channels
+    (the frame-position code of AnimateDiff-style temporal attention)."""
+    pos = jnp.arange(length, dtype=jnp.float32)[:, None]
+    div = jnp.exp(jnp.arange(0, dim, 2, dtype=jnp.float32) * (-math.log(10000.0) / dim))
+    table = jnp.zeros((length, dim), jnp.float32)
+    table = table.at[:, 0::2].set(jnp.sin(pos * div))
+    return table.at[:, 1::2].set(jnp.cos(pos * div)[:, : dim // 2])

@@ -1,208 +1,191 @@
-"""3D-UNet denoiser backbone (Dysen-VDM appendix A.1 + §4.2 eq. 6, VidRD temporal layers).
+"""3D-UNet denoiser backbone: Stable Diffusion's UNet inflated with temporal layers (Dysen-VDM eq. 6, 11, 12; VidRD).
 
-Video x [B, F, H, W, C]. Every op is either frame-local (spatial convs, per-frame affine, GroupNorm
-with per-frame statistics, spatial attention, cross-attention, MLPs) or mixes frames only through
-the temporal convolution and temporal attention, which look back only when `temporal_causal`. So
-with `temporal_causal=True`, outputs for frames <= k do not depend on input frames > k.
+Video x [B, F, H, W, C] -> [B, F, H, W, C_out]. The spatial path is diffusers' UNet2DConditionModel
+(conv_in, time_embedding, down_blocks, mid_block, up_blocks, conv_norm_out, conv_out) applied to every
+frame (frames folded into the batch), with the same module tree, so `dysen_jax.convert.unet` loads an
+SD 1.x / 2.x checkpoint by name. Around it, as in diffusers' UNet3DConditionModel (ModelScope):
+a TemporalConvLayer after every ResNet, a TransformerTemporal after every spatial transformer and
+optionally one after conv_in (`transformer_in`). Dysen-VDM adds the per-frame affine of eq. 11 in
+every ResNet and, in every transformer block, a cross-attention to the DSG features H^G before the
+text cross-attention (eq. 6). Every addition is residual with a zero-initialised output (the affine
+starts at scale 1, shift 0), so a UNet3D holding SD's spatial weights and freshly initialised
+temporal/DSG weights computes exactly SD applied frame by frame.
 
-Conditioning: `contexts` maps a name to (features [B, F or 1, L, D], mask [B, F or 1, L]); a leading
-frame axis of F gives each frame its own context (H^G of the scene graph the frame shows), 1 shares
-one context across frames (text H^Y). At each attention level the transformer block cross-attends to
-the contexts in the order given (Dysen-VDM: "dsg" then "text", eq. 6).
+Block order follows ModelScope: ResNet -> temporal conv -> spatial transformer (self-attention,
+H^G, H^Y, MLP) -> temporal attention. With `temporal_causal` the temporal convs pad on the left,
+the temporal attentions use the lower-triangular mask of eq. 12 and all their GroupNorms take
+per-frame statistics, so outputs for frames <= k do not depend on input frames > k.
+
+Conditioning: `contexts` maps a name to (features [B, F or 1, L, D], mask [B, F or 1, L]); a frame
+axis of F gives every frame its own context (the scene graph it shows), 1 shares it (the text).
+"text" feeds SD's cross-attention (attn2); every other name in `context_names` gets an added
+cross-attention `attn_<name>`, in the order given (Dysen-VDM: "dsg").
 """
 
 from __future__ import annotations
 
 from typing import Mapping
 
-import einops
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from dysen_jax.models.layers import (MLP, Dtype, FrameAffine, FrameConv, FrameGroupNorm,
-                                     MultiHeadAttention, TemporalConv, TimestepEmbedding, causal_mask,
-                                     key_mask, sinusoidal_embedding)
+from dysen_jax.models.layers import Dtype, timestep_features
+from dysen_jax.models.temporal import TemporalConvLayer, TransformerTemporal
+from dysen_jax.models.unet_blocks import (Downsample, ResnetBlock, TimestepEmbedding, Transformer2D, Upsample,
+                                          conv2d, group_norm)
+from dysen_jax.models.unet_config import UNet3DConfig
 
 Array = jax.Array
 Context = tuple[Array, Array]
+TEXT = "text"
 
 
-class ResBlock(nn.Module):
-    """Per-frame ResNet block with eq. 11's per-frame affine, timestep conditioning and a residual
-    zero-initialised temporal convolution (causal when `temporal_causal`)."""
+class _Level(nn.Module):
+    """Shared constructors of one resolution level's layers (ResNet + temporal conv, attention pair)."""
 
-    features: int
-    max_frames: int
-    temporal_causal: bool
-    dropout: float = 0.0
-    dtype: Dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: Array, temb: Array, deterministic: bool = True) -> Array:
-        h = nn.silu(FrameGroupNorm(dtype=self.dtype, name="norm1")(x))
-        h = FrameConv(self.features, dtype=self.dtype, name="conv1")(h)
-        h = FrameAffine(self.max_frames, self.dtype, name="frame_affine")(h)
-        h = h + nn.Dense(self.features, dtype=self.dtype, name="temb")(nn.silu(temb))[:, None, None, None]
-        h = nn.silu(FrameGroupNorm(dtype=self.dtype, name="norm2")(h))
-        h = nn.Dropout(self.dropout)(h, deterministic=deterministic)
-        h = FrameConv(self.features, zero_init=True, dtype=self.dtype, name="conv2")(h)
-        skip = x if x.shape[-1] == self.features else FrameConv(
-            self.features, kernel=1, dtype=self.dtype, name="skip")(x)
-        return TemporalConv(self.temporal_causal, dtype=self.dtype, name="temporal_conv")(skip + h)
-
-
-class TemporalAttention(nn.Module):
-    """Self-attention across frames at every spatial location (eq. 12), residual, zero-init output.
-
-    The causal variant masks scores before the softmax (lower-triangular M), so frame i attends to
-    frames j <= i only and the weights still sum to one. Frame positions enter as sinusoidal
-    features added to the normalised input.
-    """
-
-    num_heads: int
-    causal: bool
-    dtype: Dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: Array) -> Array:
-        b, f, hh, ww, c = x.shape
-        h = FrameGroupNorm(dtype=self.dtype, name="norm")(x)
-        h = einops.rearrange(h, "b f h w c -> b h w f c")
-        h = h + sinusoidal_embedding(jnp.arange(f), c).astype(h.dtype)
-        mask = causal_mask(f)[None, :, :] if self.causal else None
-        h = MultiHeadAttention(self.num_heads, zero_init_out=True, dtype=self.dtype, name="attn")(h, mask=mask)
-        return x + einops.rearrange(h, "b h w f c -> b f h w c")
-
-
-class SpatialTransformer(nn.Module):
-    """Per-frame transformer block: spatial self-attention, then one cross-attention per context in
-    order (H^G then H^Y, eq. 6), then an MLP; each pre-LN and residual. Wrapped in a GroupNorm +
-    proj_in and a zero-initialised proj_out so the block starts as the identity."""
-
-    num_heads: int
+    config: UNet3DConfig
+    level: int
     context_names: tuple[str, ...]
-    dropout: float = 0.0
     dtype: Dtype = jnp.float32
 
-    @nn.compact
-    def __call__(self, x: Array, contexts: Mapping[str, Context], deterministic: bool = True) -> Array:
-        b, f, hh, ww, c = x.shape
-        drop = lambda t: nn.Dropout(self.dropout)(t, deterministic=deterministic)
-        ln = lambda name: nn.LayerNorm(dtype=self.dtype, name=name)
-        h = nn.Dense(c, dtype=self.dtype, name="proj_in")(FrameGroupNorm(dtype=self.dtype, name="norm")(x))
-        h = einops.rearrange(h, "b f h w c -> b f (h w) c")
-        h = h + drop(MultiHeadAttention(self.num_heads, dtype=self.dtype, name="self_attn")(ln("ln_self")(h)))
-        for name in self.context_names:
-            feats, mask = contexts[name]
-            attn = MultiHeadAttention(self.num_heads, dtype=self.dtype, name=f"cross_attn_{name}")
-            h = h + drop(attn(ln(f"ln_{name}")(h), context=feats.astype(self.dtype), mask=key_mask(mask)))
-        h = h + drop(MLP(dropout=self.dropout, dtype=self.dtype, name="mlp")(ln("ln_mlp")(h), deterministic))
-        h = nn.Dense(c, kernel_init=nn.initializers.zeros, dtype=self.dtype, name="proj_out")(h)
-        return x + einops.rearrange(h, "b f (h w) c -> b f h w c", h=hh, w=ww)
+    def resnet_and_temp_conv(self, j: int, h: Array, temb: Array, num_frames: int, deterministic: bool) -> Array:
+        cfg = self.config
+        h = ResnetBlock(cfg.block_out_channels[self.level], cfg.norm_num_groups, cfg.norm_eps,
+                        self.output_scale, cfg.max_frames if cfg.frame_affine else 0, cfg.dropout, self.dtype,
+                        name=f"resnets_{j}")(h, temb, num_frames, deterministic)
+        if cfg.temporal_conv:
+            h = TemporalConvLayer(cfg.norm_num_groups, cfg.temporal_causal, cfg.temporal_norm, 1e-5,
+                                  cfg.temporal_dropout, self.dtype, name=f"temp_convs_{j}")(h, num_frames, deterministic)
+        return h
+
+    def attention_pair(self, j: int, h: Array, contexts: Mapping[str, Context], num_frames: int,
+                       deterministic: bool) -> Array:
+        cfg = self.config
+        heads = cfg.num_attention_heads[self.level]
+        extra = tuple(n for n in self.context_names if n != TEXT)
+        h = Transformer2D(heads, cfg.transformer_layers_per_block, cfg.norm_num_groups, TEXT, extra,
+                          cfg.upcast_attention, cfg.dropout, self.dtype, cfg.attention_chunk, name=f"attentions_{j}")(
+            h, contexts, num_frames, deterministic)
+        if cfg.temporal_attention:
+            h = TransformerTemporal(heads, h.shape[-1] // heads, cfg.norm_num_groups, cfg.temporal_causal,
+                                    cfg.temporal_norm, cfg.temporal_position == "sinusoidal", 1,
+                                    cfg.temporal_dropout, self.dtype, name=f"temp_attentions_{j}")(
+                h, num_frames, deterministic)
+        return h
+
+    @property
+    def output_scale(self) -> float:
+        return 1.0
 
 
-class AttentionBlock(nn.Module):
-    """Temporal attention across frames, then the per-frame spatial/cross-attention transformer."""
-
-    num_heads: int
-    temporal_causal: bool
-    context_names: tuple[str, ...]
-    dropout: float = 0.0
-    dtype: Dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: Array, contexts: Mapping[str, Context], deterministic: bool = True) -> Array:
-        x = TemporalAttention(self.num_heads, self.temporal_causal, self.dtype, name="temporal_attn")(x)
-        return SpatialTransformer(self.num_heads, self.context_names, self.dropout, self.dtype,
-                                  name="transformer")(x, contexts, deterministic)
-
-
-class Downsample(nn.Module):
-    """Per-frame stride-2 3x3 convolution."""
-
-    dtype: Dtype = jnp.float32
+class DownBlock(_Level):
+    """down_blocks_i: layers_per_block x (ResNet, temporal conv[, spatial transformer, temporal attention]),
+    then a stride-2 downsampler except at the last level. Returns (h, skip activations)."""
 
     @nn.compact
-    def __call__(self, x: Array) -> Array:
-        return FrameConv(x.shape[-1], strides=2, dtype=self.dtype, name="conv")(x)
+    def __call__(self, h: Array, temb: Array, contexts: Mapping[str, Context], num_frames: int,
+                 deterministic: bool = True) -> tuple[Array, list[Array]]:
+        skips = []
+        for j in range(self.config.layers_per_block):
+            h = self.resnet_and_temp_conv(j, h, temb, num_frames, deterministic)
+            if self.config.cross_attention[self.level]:
+                h = self.attention_pair(j, h, contexts, num_frames, deterministic)
+            skips.append(h)
+        if self.level < self.config.num_levels - 1:
+            h = Downsample(self.config.downsample_padding, self.dtype, name="downsamplers_0")(h)
+            skips.append(h)
+        return h, skips
 
 
-class Upsample(nn.Module):
-    """Per-frame nearest-neighbour x2 upsampling followed by a 3x3 convolution."""
+class MidBlock(_Level):
+    """mid_block: ResNet, temporal conv, spatial transformer, temporal attention, ResNet, temporal conv."""
 
-    dtype: Dtype = jnp.float32
+    @property
+    def output_scale(self) -> float:
+        return self.config.mid_block_scale_factor
 
     @nn.compact
-    def __call__(self, x: Array) -> Array:
-        x = jnp.repeat(jnp.repeat(x, 2, axis=2), 2, axis=3)
-        return FrameConv(x.shape[-1], dtype=self.dtype, name="conv")(x)
+    def __call__(self, h: Array, temb: Array, contexts: Mapping[str, Context], num_frames: int,
+                 deterministic: bool = True) -> Array:
+        h = self.resnet_and_temp_conv(0, h, temb, num_frames, deterministic)
+        h = self.attention_pair(0, h, contexts, num_frames, deterministic)
+        return self.resnet_and_temp_conv(1, h, temb, num_frames, deterministic)
+
+
+class UpBlock(_Level):
+    """up_blocks_i (level = num_levels - 1 - i): (layers_per_block + 1) x (concat skip, ResNet, temporal conv
+    [, spatial transformer, temporal attention]), then a nearest x2 upsampler except at the top level."""
+
+    @nn.compact
+    def __call__(self, h: Array, skips: list[Array], temb: Array, contexts: Mapping[str, Context],
+                 num_frames: int, deterministic: bool = True) -> Array:
+        for j in range(self.config.layers_per_block + 1):
+            h = jnp.concatenate([h, skips.pop()], axis=-1)
+            h = self.resnet_and_temp_conv(j, h, temb, num_frames, deterministic)
+            if self.config.cross_attention[self.level]:
+                h = self.attention_pair(j, h, contexts, num_frames, deterministic)
+        if self.level > 0:
+            h = Upsample(self.dtype, name="upsamplers_0")(h)
+        return h
 
 
 class UNet3D(nn.Module):
-    """Video UNet: x [B, F, H, W, C], timesteps [B], contexts -> [B, F, H, W, C] (ε or v).
+    """Video UNet: x [B, F, H, W, C], timesteps [B] (or scalar), contexts -> [B, F, H, W, C_out] (ε or v).
 
-    `channels[i]` is the width at level i (H, W halve between levels), `attention_levels[i]` puts an
-    AttentionBlock after every ResBlock of level i; the middle block always has one. The final
-    convolution is zero-initialised, so the untrained model predicts 0.
+    `config` fixes the architecture (see UNet3DConfig); `context_names` the cross-attention inputs, which
+    must include "text". H and W must be divisible by 2^(levels-1). With `zero_init_conv_out` a fresh
+    init predicts 0.
     """
 
-    channels: tuple[int, ...]
-    num_res_blocks: int
-    attention_levels: tuple[bool, ...]
-    num_heads: int
-    temporal_causal: bool
-    max_frames: int
-    context_names: tuple[str, ...]
-    dropout: float = 0.0
+    config: UNet3DConfig
+    context_names: tuple[str, ...] = (TEXT,)
     dtype: Dtype = jnp.float32
 
-    def _check_inputs(self, x: Array) -> None:
-        """Raises on inconsistent attributes or an input the UNet cannot downsample."""
-        if len(self.attention_levels) != len(self.channels):
-            raise ValueError(f"attention_levels {self.attention_levels} must have one flag per level of "
-                             f"channels {self.channels}")
-        factor = 2 ** (len(self.channels) - 1)
+    def _check_inputs(self, x: Array, contexts: Mapping[str, Context]) -> None:
+        cfg = self.config.validate()
+        if TEXT not in self.context_names:
+            raise ValueError(f"UNet3D.context_names={self.context_names} must include {TEXT!r} (SD's cross-attention)")
+        missing = [n for n in self.context_names if n not in contexts]
+        if missing:
+            raise ValueError(f"contexts lack {missing} (got {sorted(contexts)})")
+        if x.ndim != 5:
+            raise ValueError(f"x must be [B, F, H, W, C], got shape {x.shape}")
+        factor = 2 ** (cfg.num_levels - 1)
         if x.shape[2] % factor or x.shape[3] % factor:
-            raise ValueError(f"frame size {x.shape[2:4]} must be divisible by {factor} for "
-                             f"{len(self.channels)} levels")
+            raise ValueError(f"frame size {x.shape[2:4]} must be divisible by {factor} for {cfg.num_levels} levels")
+        if (cfg.frame_affine and x.shape[1] > cfg.max_frames):
+            raise ValueError(f"clip has {x.shape[1]} frames but the UNet was built with max_frames={cfg.max_frames}")
 
     @nn.compact
     def __call__(self, x: Array, timesteps: Array, contexts: Mapping[str, Context],
                  deterministic: bool = True) -> Array:
-        self._check_inputs(x)
-        out_channels = x.shape[-1]
-        temb = TimestepEmbedding(4 * self.channels[0], dtype=self.dtype, name="time_embed")(
-            jnp.broadcast_to(timesteps, x.shape[:1]))
-        res = lambda feats, name: ResBlock(feats, self.max_frames, self.temporal_causal, self.dropout,
-                                           self.dtype, name=name)
-        attn = lambda name: AttentionBlock(self.num_heads, self.temporal_causal, self.context_names,
-                                           self.dropout, self.dtype, name=name)
+        self._check_inputs(x, contexts)
+        cfg = self.config
+        b, f, hh, ww, c = x.shape
+        out_channels = cfg.out_channels or c
+        ch0 = cfg.block_out_channels[0]
+        t = jnp.broadcast_to(jnp.asarray(timesteps), (b,))
+        temb = TimestepEmbedding(4 * ch0, self.dtype, name="time_embedding")(
+            timestep_features(t, ch0, cfg.flip_sin_to_cos, cfg.freq_shift))
+        temb = jnp.repeat(temb, f, axis=0)                                      # [B*F, 4*ch0]
+        level = lambda cls, i, name: cls(cfg, i, self.context_names, self.dtype, name=name)
 
-        h = FrameConv(self.channels[0], dtype=self.dtype, name="conv_in")(x.astype(self.dtype))
+        h = conv2d(ch0, self.dtype, "conv_in")(x.reshape(b * f, hh, ww, c).astype(self.dtype))
+        if cfg.temporal_transformer_in:
+            h = TransformerTemporal(cfg.transformer_in_heads, cfg.transformer_in_head_dim, cfg.norm_num_groups,
+                                    cfg.temporal_causal, cfg.temporal_norm, cfg.temporal_position == "sinusoidal",
+                                    1, cfg.temporal_dropout, self.dtype, name="transformer_in")(h, f, deterministic)
         skips = [h]
-        for level, feats in enumerate(self.channels):
-            for i in range(self.num_res_blocks):
-                h = res(feats, f"down_{level}_res_{i}")(h, temb, deterministic)
-                if self.attention_levels[level]:
-                    h = attn(f"down_{level}_attn_{i}")(h, contexts, deterministic)
-                skips.append(h)
-            if level < len(self.channels) - 1:
-                h = Downsample(self.dtype, name=f"down_{level}_sample")(h)
-                skips.append(h)
-
-        h = res(self.channels[-1], "mid_res_0")(h, temb, deterministic)
-        h = attn("mid_attn")(h, contexts, deterministic)
-        h = res(self.channels[-1], "mid_res_1")(h, temb, deterministic)
-
-        for level in reversed(range(len(self.channels))):
-            for i in range(self.num_res_blocks + 1):
-                h = jnp.concatenate([h, skips.pop()], axis=-1)
-                h = res(self.channels[level], f"up_{level}_res_{i}")(h, temb, deterministic)
-                if self.attention_levels[level]:
-                    h = attn(f"up_{level}_attn_{i}")(h, contexts, deterministic)
-            if level > 0:
-                h = Upsample(self.dtype, name=f"up_{level}_sample")(h)
-
-        h = nn.silu(FrameGroupNorm(dtype=self.dtype, name="norm_out")(h))
-        return FrameConv(out_channels, zero_init=True, dtype=self.dtype, name="conv_out")(h)
+        for i in range(cfg.num_levels):
+            h, level_skips = level(DownBlock, i, f"down_blocks_{i}")(h, temb, contexts, f, deterministic)
+            skips += level_skips
+        h = level(MidBlock, cfg.num_levels - 1, "mid_block")(h, temb, contexts, f, deterministic)
+        for i in range(cfg.num_levels):
+            n = cfg.layers_per_block + 1
+            skips, block_skips = skips[:-n], skips[-n:]
+            h = level(UpBlock, cfg.num_levels - 1 - i, f"up_blocks_{i}")(h, block_skips, temb, contexts, f,
+                                                                          deterministic)
+        h = nn.silu(group_norm(cfg.norm_num_groups, cfg.norm_eps, self.dtype, "conv_norm_out")(h))
+        h = conv2d(out_channels, self.dtype, "conv_out", zero_init=cfg.zero_init_conv_out)(h)
+        return h.reshape(b, f, hh, ww, out_channels)
