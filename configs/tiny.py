@@ -79,6 +79,11 @@ def base_config() -> ml_collections.ConfigDict:
     # Planner used by preprocess and sample: every key is documented in dysen_jax/planner/settings.py.
     c.planner = planner_config()
 
+    # Converted weights to start from (training/pretrained.py): a UNet written by
+    # `python -m dysen_jax.convert --kind unet2d|unet3d` replaces params["unet"] at initialisation.
+    c.init_from = ml_collections.ConfigDict()
+    c.init_from.unet = ""
+
     # DSG tensor sizes (dysen_jax/dsg/tensorize.py).
     c.dsg = ml_collections.ConfigDict()
     c.dsg.max_steps = 8             # M distinct scene graphs
@@ -101,6 +106,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.rgtrm_heads = 4
     c.model.rgtrm_scan = False      # True: RGTrm layers under nn.scan (params stacked [L, ...]; compile time flat in L)
     c.model.rgtrm_remat = "none"    # RGTrm per-layer remat: none | full | dots | dots_no_batch
+    c.model.text_encoder = "tiny"   # tiny (word-level, trained) | clip | minilm (pretrained, frozen; see README)
+    c.model.text_encoder_path = ""  # converted params folder (python -m dysen_jax.convert); minilm: "" = shipped
+    c.model.text_encoder_layer = -1  # CLIP hidden state to use: -1 last, -2 penultimate (SD 2.x)
     c.model.use_dsg = True          # False: text-only ("w/o Dysen")
     # 3D-UNet (dysen_jax/models/unet3d.py): SD's diffusers layout + temporal layers; keys -> UNet3DConfig
     # via unet_config.from_model_config (unset keys take its defaults).

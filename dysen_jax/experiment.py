@@ -41,6 +41,10 @@ def load_experiment(config: Any, workdir: str) -> Experiment:
         raise ValueError(f"the data in {data_dir} was preprocessed with {spec}, but the config asks for "
                          f"{expected}: rerun preprocess into a new --output_dir or fix config.data/dsg/text")
     config = ml_collections.ConfigDict(config.to_dict())
+    tokenizer = str(config.model.get("text_encoder", "tiny"))
+    if spec.text_tokenizer != tokenizer:
+        raise ValueError(f"the data in {data_dir} was tokenized for text encoder {spec.text_tokenizer!r} but "
+                         f"config.model.text_encoder={tokenizer!r}: preprocess again with this config")
     if config.model.vocab_size not in (-1, vocab.size):
         raise ValueError(f"config.model.vocab_size={config.model.vocab_size} but the data's vocabulary has "
                          f"{vocab.size} ids: set it to -1 (take it from the data)")

@@ -138,7 +138,7 @@ def encode_item(item: Item, outcome: PlanOutcome | None, spec: RecordSpec, vocab
         arrays = tensorize(outcome.plan.dsg, vocab, spec.dsg)
     except DSGError as err:
         return _failure(item, "tensorize", str(err), outcome.source)
-    tokens = vocab.encode(item.caption, spec.text_len, bos=True)
+    tokens = spec.encode_caption(item.caption, vocab)
     record = encode_example(spec, video, item.caption, outcome.plan.dumps(), tokens, arrays)
     gold = item.gold_events is not None and tuple(outcome.plan.events) == tuple(item.gold_events)
     return ItemResult(item.index, record, None, outcome.source, gold, dict(outcome.imagination))

@@ -28,7 +28,7 @@ from dysen_jax.experiment import Experiment, init_params, load_experiment
 
 def condition_arrays(experiment: Experiment, prompt: str, plan: Plan) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Text tokens [1, S] and DSG arrays [1, ...] for one prompt and its plan."""
-    tokens = experiment.vocab.encode(prompt, experiment.spec.text_len, bos=True)
+    tokens = experiment.spec.encode_caption(prompt, experiment.vocab)
     dsg = tensorize(plan.dsg, experiment.vocab, experiment.spec.dsg)
     return jnp.asarray(tokens)[None], {k: jnp.asarray(v)[None] for k, v in dsg.items()}
 
@@ -94,13 +94,13 @@ def generate_to_files(experiment: Experiment, params: Any, prompt: str, output: 
 def load_params(experiment: Experiment, workdir: str, use_ema: bool = True) -> Any:
     """The (EMA) params of the newest checkpoint in <workdir>/checkpoints, on one device."""
     from dysen_jax.training import checkpoint
-    from dysen_jax.training.state import create_train_state, make_optimizer
+    from dysen_jax.training.state import frozen_params, create_train_state, make_optimizer
 
     manager = checkpoint.checkpoint_manager(workdir)
     if manager.latest_step() is None:
         raise FileNotFoundError(f"no checkpoint in {manager.directory}: train first with "
                                 f"`python -m dysen_jax.train --config=... --workdir={workdir}`")
-    optimizer = make_optimizer(experiment.config.train)
+    optimizer = make_optimizer(experiment.config.train, frozen_params(experiment.config))
     shapes = jax.eval_shape(lambda k: create_train_state(init_params(experiment, k), optimizer),
                             jax.random.PRNGKey(0))
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])

@@ -22,7 +22,7 @@ from dysen_jax.data.pipeline import make_dataset
 from dysen_jax.experiment import Experiment, init_params, load_experiment
 from dysen_jax.parallel.mesh import batch_sharding, fsdp_shardings, make_mesh, replicated
 from dysen_jax.training import checkpoint
-from dysen_jax.training.state import TrainState, create_train_state, make_optimizer
+from dysen_jax.training.state import frozen_params, TrainState, create_train_state, make_optimizer
 from dysen_jax.training.step import make_train_step
 
 
@@ -57,9 +57,13 @@ def state_layout(experiment: Experiment, optimizer: Any, mesh: Any) -> tuple[Cal
 
 
 def initial_state(experiment: Experiment, optimizer: Any, mesh: Any) -> tuple[TrainState, Any]:
-    """A fresh train state created directly in its sharded layout, and that layout."""
+    """A fresh train state created directly in its sharded layout (with the config's pretrained parts,
+    training/pretrained.py), and that layout."""
+    from dysen_jax.training.pretrained import with_pretrained
+
     init, _, shardings = state_layout(experiment, optimizer, mesh)
-    return jax.jit(init, out_shardings=shardings)(jax.random.PRNGKey(experiment.config.seed)), shardings
+    state = jax.jit(init, out_shardings=shardings)(jax.random.PRNGKey(experiment.config.seed))
+    return with_pretrained(state, experiment.config, shardings), shardings
 
 
 def to_global_batch(batch: dict[str, np.ndarray], sharding: Any) -> dict[str, jax.Array]:
@@ -75,7 +79,7 @@ def train(config: Any, workdir: str, show_progress: bool = True) -> dict[str, An
     experiment = load_experiment(config, workdir)
     config = experiment.config
     mesh = make_mesh(config.mesh)
-    optimizer = make_optimizer(config.train)
+    optimizer = make_optimizer(config.train, frozen_params(config))
     num_batch_shards = mesh.shape["data"] * mesh.shape["fsdp"]
     if config.train.batch_size % num_batch_shards:
         raise ValueError(f"config.train.batch_size={config.train.batch_size} must be divisible by the "

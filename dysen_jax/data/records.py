@@ -25,12 +25,22 @@ SHARD_PATTERN = "train-{index:05d}-of-{count:05d}.tfrecord"
 
 @dataclasses.dataclass(frozen=True)
 class RecordSpec:
-    """Shapes of one record's arrays."""
+    """Shapes of one record's arrays, and which tokenizer made `text_tokens` ("tiny" = the data's word
+    vocabulary; "clip" / "minilm" = the pretrained text encoder's, from `model.text_encoder`)."""
 
     num_frames: int
     resolution: int
     text_len: int
     dsg: DSGShape
+    text_tokenizer: str = "tiny"
+
+    def encode_caption(self, caption: str, vocab: WordVocab) -> np.ndarray:
+        """The caption's int32 [text_len] ids for this spec's tokenizer."""
+        if self.text_tokenizer == "tiny":
+            return np.asarray(vocab.encode(caption, self.text_len, bos=True), np.int32)
+        from dysen_jax.text import tokenize
+
+        return tokenize(self.text_tokenizer, [caption], self.text_len)[0]
 
     @property
     def video_shape(self) -> tuple[int, int, int, int]:
@@ -44,17 +54,18 @@ class RecordSpec:
 
     def to_json(self) -> dict[str, Any]:
         return {"num_frames": self.num_frames, "resolution": self.resolution, "text_len": self.text_len,
-                "dsg": dataclasses.asdict(self.dsg)}
+                "dsg": dataclasses.asdict(self.dsg), "text_tokenizer": self.text_tokenizer}
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> "RecordSpec":
-        return cls(obj["num_frames"], obj["resolution"], obj["text_len"], DSGShape(**obj["dsg"]))
+        return cls(obj["num_frames"], obj["resolution"], obj["text_len"], DSGShape(**obj["dsg"]),
+                   obj.get("text_tokenizer", "tiny"))
 
     @classmethod
     def from_config(cls, config: Any) -> "RecordSpec":
         return cls(config.data.num_frames, config.data.resolution, config.text.max_len,
                    DSGShape(config.dsg.max_steps, config.dsg.max_nodes, config.dsg.max_label_words,
-                            config.data.num_frames))
+                            config.data.num_frames), str(config.model.get("text_encoder", "tiny")))
 
 
 def encode_example(spec: RecordSpec, video: np.ndarray, caption: str, plan_json: str,

@@ -17,7 +17,7 @@ import ml_collections
 
 from dysen_jax.models.layers import Dtype
 from dysen_jax.models.rgtrm import RGTrm
-from dysen_jax.models.text_encoder import TinyTextEncoder
+from dysen_jax.models.text_encoder import TinyTextEncoder, build_text_encoder
 from dysen_jax.models.unet3d import UNet3D
 from dysen_jax.models.unet_config import UNet3DConfig, from_model_config
 
@@ -68,12 +68,14 @@ class DysenDenoiser(nn.Module):
     dtype: Dtype = jnp.float32
     rgtrm_scan: bool = False       # RGTrm layers under nn.scan (model.rgtrm_scan)
     rgtrm_remat: str = "none"      # RGTrm per-layer remat policy (model.rgtrm_remat)
+    text_encoder: nn.Module | None = None  # a pretrained tower (build_text_encoder); None = TinyTextEncoder
 
     @nn.compact
     def __call__(self, x: Array, timesteps: Array, text_tokens: Array, dsg: Mapping[str, Array] | None,
                  *, use_text: Array, use_dsg: Array, deterministic: bool = True) -> Array:
-        text, text_mask = TinyTextEncoder(self.vocab_size, self.text_width, self.text_layers, self.text_heads,
-                                          self.dropout, self.dtype, name="text_encoder")(text_tokens, deterministic)
+        encoder = self.text_encoder or TinyTextEncoder(self.vocab_size, self.text_width, self.text_layers,
+                                                       self.text_heads, self.dropout, self.dtype, name="text_encoder")
+        text, text_mask = encoder(text_tokens, deterministic)
         text, text_mask = NullContext(name="null_text")(text, text_mask, use_text)
         contexts = {"text": (text[:, None], text_mask[:, None])}
         if self.use_dsg_branch:
@@ -100,4 +102,5 @@ def build_denoiser(model_cfg: ml_collections.ConfigDict) -> DysenDenoiser:
         rgtrm_width=int(model_cfg.rgtrm_width), rgtrm_layers=int(model_cfg.rgtrm_layers),
         rgtrm_heads=int(model_cfg.rgtrm_heads), use_dsg_branch=bool(model_cfg.use_dsg),
         unet=from_model_config(model_cfg), dropout=float(model_cfg.dropout), dtype=jnp.dtype(model_cfg.dtype),
-        rgtrm_scan=bool(model_cfg.get("rgtrm_scan", False)), rgtrm_remat=str(model_cfg.get("rgtrm_remat", "none")))
+        rgtrm_scan=bool(model_cfg.get("rgtrm_scan", False)), rgtrm_remat=str(model_cfg.get("rgtrm_remat", "none")),
+        text_encoder=None if model_cfg.get("text_encoder", "tiny") == "tiny" else build_text_encoder(model_cfg))

@@ -23,3 +23,4 @@ def tokenize(kind: str, texts: str | Sequence[str], max_len: int = 77) -> np.nda
 
         return minilm_tokenize(texts, max_len)
     raise ValueError(f"no pretrained tokenizer for text encoder {kind!r} (the tiny encoder uses the DSG word vocab)")
+

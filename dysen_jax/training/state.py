@@ -28,13 +28,27 @@ def learning_rate_schedule(train_cfg: Any) -> optax.Schedule:
         end_value=0.1 * train_cfg.learning_rate)
 
 
-def make_optimizer(train_cfg: Any) -> optax.GradientTransformation:
-    """Global-norm clipping then AdamW."""
-    return optax.chain(
+def make_optimizer(train_cfg: Any, frozen: tuple[str, ...] = ()) -> optax.GradientTransformation:
+    """Global-norm clipping then AdamW; top-level params named in `frozen` get no updates at all
+    (not even weight decay), e.g. a pretrained text encoder (`frozen_params(config)`)."""
+    trainable = optax.chain(
         optax.clip_by_global_norm(train_cfg.grad_clip),
         optax.adamw(learning_rate_schedule(train_cfg), b1=0.9, b2=0.99,
                     weight_decay=train_cfg.weight_decay),
     )
+    if not frozen:
+        return trainable
+
+    def labels(params: Any) -> Any:
+        return {name: jax.tree.map(lambda _: "frozen" if name in frozen else "train", sub)
+                for name, sub in params.items()}
+
+    return optax.multi_transform({"train": trainable, "frozen": optax.set_to_zero()}, labels)
+
+
+def frozen_params(config: Any) -> tuple[str, ...]:
+    """Top-level params the config keeps fixed: the pretrained text encoder (clip / minilm)."""
+    return ("text_encoder",) if str(config.model.get("text_encoder", "tiny")) != "tiny" else ()
 
 
 def create_train_state(params: Any, optimizer: optax.GradientTransformation) -> TrainState:
