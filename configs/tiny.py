@@ -138,7 +138,7 @@ def base_config() -> ml_collections.ConfigDict:
     # Training (dysen_jax/train.py).
     c.train = ml_collections.ConfigDict()
     c.train.batch_size = 8           # global batch
-    c.train.num_steps = 300
+    c.train.num_steps = 200
     c.train.learning_rate = 1e-3
     c.train.warmup_steps = 20
     c.train.weight_decay = 0.0
