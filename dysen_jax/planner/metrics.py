@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import collections
 import itertools
-import re
 from typing import Sequence
 
 from dysen_jax.dsg.schema import Event
