@@ -26,7 +26,7 @@ def prompt_kind(body: dict) -> str:
     return "imagine"
 
 
-def test_caption(body: dict) -> str:
+def caption_of(body: dict) -> str:
     """The caption of the test input (the last 'Text: ...' user turn)."""
     turn = next(m["content"] for m in reversed(body["messages"])
                 if m["role"] == "user" and m["content"].startswith("Text: "))
@@ -40,7 +40,7 @@ def _scene_lines(triplets, attributes) -> list[str]:
 def perfect_answer(body: dict) -> str:
     kind = prompt_kind(body)
     if kind == "plan":
-        return "Sure! Here is the plan:\n" + format_events(RulesPlanner().plan(test_caption(body)).events)
+        return "Sure! Here is the plan:\n" + format_events(RulesPlanner().plan(caption_of(body)).events)
     query = next(m["content"] for m in reversed(body["messages"]) if m["role"] == "user"
                  and m["content"].startswith("Text: "))
     if kind == "imagine":

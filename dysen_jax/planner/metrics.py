@@ -82,9 +82,7 @@ def _words(text: str | None) -> list[str]:
     """Lowercase words of `text` (the rules planner's tokenizer, punctuation dropped)."""
     if text is None:
         return []
-    words = [w for w in tokenize(str(text)) if w not in _PUNCTUATION]
-    joined = " ".join(words).replace("before loc", "in front of")  # undo the tokenizer's placeholder
-    return joined.split()
+    return [w for w in tokenize(str(text), placeholders=False) if w not in _PUNCTUATION]
 
 
 def normalize_name(text: str | None) -> str:

@@ -128,9 +128,11 @@ TRAILING_CONC = frozenset({("at", "the", "same", "time"), ("simultaneously",), (
 _TOKEN_RE = re.compile(r"[^\W_]+(?:['’][^\W_]+)*|[,.;:!?]")
 _REWRITES = [(re.compile(p), r) for p, r in [
     (r"\bto the (left|right)\b", r"\1"), (r"\b(up|down|left|right)wards?\b", r"\1"),
-    (r"\btowards\b", "toward"), (r"\bin front of\b", "before_loc"), (r"\bnext to\b", "beside"),
-    (r"['’]s\b", ""),
+    (r"\btowards\b", "toward"), (r"\bnext to\b", "beside"), (r"['’]s\b", ""),
 ]]
+# "in front of" becomes one placeholder word pair so the clause splitter does not read "of" as a
+# preposition boundary; callers that want the words back (metrics) tokenize without it.
+_PLACEHOLDERS = [(re.compile(r"\bin front of\b"), "before_loc")]
 
 
 # --- morphology -------------------------------------------------------------------------------------
@@ -271,10 +273,11 @@ def _verbless_event(words: Sequence[str]) -> tuple[str, str, str | None]:
 
 
 # --- caption -> clauses -------------------------------------------------------------------------------
-def tokenize(caption: str) -> list[str]:
-    """Lowercased words and punctuation marks, after a few phrase rewrites ("to the left" -> "left")."""
+def tokenize(caption: str, placeholders: bool = True) -> list[str]:
+    """Lowercased words and punctuation marks, after a few phrase rewrites ("to the left" -> "left");
+    `placeholders=False` keeps "in front of" as words instead of the parser's placeholder."""
     text = caption.lower()
-    for pattern, repl in _REWRITES:
+    for pattern, repl in _REWRITES + (_PLACEHOLDERS if placeholders else []):
         text = pattern.sub(repl, text)
     return _TOKEN_RE.findall(text)
 
