@@ -24,21 +24,7 @@ from dysen_jax.data.shapes import make_example
 from dysen_jax.dsg.schema import Event
 from dysen_jax.planner.base import PlanOutcome, plan_batch, planner_from_config
 from dysen_jax.planner.local_llm import DEFAULT_N_CTX, LocalLLMServer, local_planner_config
-
-
-def cpu_name() -> str:
-    """platform.processor(), or the model name from /proc/cpuinfo where that is empty (Linux)."""
-    name = platform.processor()
-    if name:
-        return name
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
+from machine import cpu_name  # noqa: E402 - benchmarks/machine.py (the script's folder)
 
 
 def agreement(outcomes: Sequence[PlanOutcome], gold: Sequence[tuple[Event, ...]]) -> dict[str, Any]:

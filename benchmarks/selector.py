@@ -44,18 +44,7 @@ from dysen_jax.planner.bank import builtin_bank  # noqa: E402
 from dysen_jax.planner.selector_train import (TrainConfig, format_results, split_gold, synthetic_gold,  # noqa: E402
                                               train_selector, training_planner)
 from dysen_jax.planner.settings import planner_config  # noqa: E402
-
-
-def cpu_name() -> str:
-    """The CPU model (from /proc/cpuinfo on Linux), else platform.machine()."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from machine import cpu_name  # noqa: E402 - benchmarks/machine.py (the script's folder)
 
 
 def local_llm_available() -> str:
