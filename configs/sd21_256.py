@@ -22,6 +22,7 @@ with `--config.model.text_encoder=tiny` the word-level encoder of the same width
 
 import ml_collections
 
+from dysen_jax.parallel.logical import DEFAULT_MIN_SHARD_SIZE, DEFAULT_RULES
 from dysen_jax.planner.settings import planner_config
 
 
@@ -64,6 +65,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.shuffle_buffer = 10_000
     c.data.data_dir = ""            # TFRecord dir; "" = <workdir>/data
     c.data.plan_batch_size = 64     # captions planned per batch (the LLM's requests of a batch run concurrently)
+    c.data.precompute_latents = False  # True: preprocess stores the VAE posterior (mean, logvar) per clip; training skips the encoder
+    c.data.latent_batch_size = 4    # clips per VAE encoder call in preprocess (precompute_latents)
 
     # Planner (steps I-III with an LLM, D = 5 RL-chosen demonstrations): dysen_jax/planner/settings.py.
     c.planner = planner_config()
@@ -98,6 +101,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.rgtrm_scan = True       # layers under nn.scan: compile time flat in L (benchmarks/rgtrm_compile.py)
     c.model.rgtrm_remat = "none"    # none | full | dots | dots_no_batch
     c.model.use_dsg = True          # False: text-only ("w/o Dysen")
+    c.model.latent = True           # latent diffusion: the UNet works on VAE latents (dysen_jax/training/latents.py)
     c.model.in_channels = 4         # latent channels (= vae.latent_channels)
     c.model.channels = (320, 640, 1280, 1280)             # SD block_out_channels (32, 16, 8, 4 latent px)
     c.model.num_res_blocks = 2                            # SD layers_per_block
@@ -133,15 +137,17 @@ def base_config() -> ml_collections.ConfigDict:
     # Converted checkpoints to start from (python -m dysen_jax.convert; "" = fresh init). The text
     # tower's is model.text_encoder_path.
     c.init_from = ml_collections.ConfigDict()
+    c.init_from.checkpoint = ""      # a previous stage's workdir: its newest checkpoint's EMA params (matching names)
     c.init_from.unet = ""           # stabilityai/stable-diffusion-2-1-base unet/, converted: the spatial layers
-    c.init_from.vae = ""            # .../vae/, converted
+    c.init_from.vae = ""            # .../vae/, converted (or a stage-I workdir); required with model.latent
 
     # Diffusion: SD 2.1-base's schedule and objective.
     c.diffusion = ml_collections.ConfigDict()
     c.diffusion.schedule = "scaled_linear"  # SD betas 0.00085 .. 0.012
     c.diffusion.num_timesteps = 1000
     c.diffusion.prediction = "epsilon"  # 2.1-base is epsilon (the 768 px 2.1 is v)
-    c.diffusion.cond_drop_prob = 0.1
+    c.diffusion.text_drop_prob = 0.1  # classifier-free guidance: P(text replaced by its null), per example
+    c.diffusion.dsg_drop_prob = 0.1   # P(DSG replaced by its null), drawn independently of the text's
 
     # Training (not in the papers: usual SD video fine-tuning values).
     c.train = ml_collections.ConfigDict()
@@ -156,12 +162,21 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.checkpoint_every = 2_500
     c.train.keep_checkpoints = 3
     c.train.sample_at_end = True
+    c.train.sample_every = 0         # also sample to TensorBoard (GIF) every N steps; 0 = never
+    c.train.stage = "diffusion"      # diffusion (stages II/III: the denoiser) | autoencoder (stage I, configs/vidrd_vae.py)
+    c.train.trainable = ""           # regex over param paths ('unet/.../kernel'); "" = all (minus frozen towers)
+    c.train.grad_accum_steps = 1     # micro-batches per step (same update, less activation memory)
+    c.train.max_nonfinite_steps = 10  # stop after this many non-finite steps in a row (each one is skipped)
+    c.train.peak_tflops = 0.0        # per-device peak for the logged MFU; 0 = measure a matmul at start
 
     # Device mesh: params/optimizer state sharded over fsdp (8 GPUs of a host, or a TPU slice's
     # chips), batch over data x fsdp; -1 = all remaining devices (the hosts).
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1
     c.mesh.fsdp = 8
+    c.mesh.tensor = 1               # Megatron-style split of heads / MLP / conv hidden widths
+    c.mesh.rules = DEFAULT_RULES    # (logical axis, mesh axis or None) pairs, dysen_jax/parallel/logical.py
+    c.mesh.min_shard_size = DEFAULT_MIN_SHARD_SIZE  # arrays with fewer elements are replicated
 
     # [pending] VidRD long videos (dysen_jax/diffusion/long_video.py): clips of data.num_frames frames.
     c.long_video = ml_collections.ConfigDict()

@@ -4,10 +4,16 @@ Use: --config=configs/tiny.py, override any key with --config.train.num_steps=10
 Variant `--config=configs/tiny.py:smoke` shrinks everything so a run takes seconds (the tests use it);
 the paper's Table 4 ablations are variants too (`:no_dysen`, `:no_imagination`, `:no_swc`,
 `:no_rl_icl`, combinable: `:smoke,no_swc`). The planner rows need `--config.planner.backend=openai`.
+Variant `:latent` is latent diffusion as in the paper, with a tiny *random-init* VAE (no pretrained
+weights exist offline; 32 px frames -> 8x8x4 latents, `init_from.vae="random"`): it exercises the
+latent path (encode, DDIM in latent space, decode) end to end but its decoded videos are noise;
+`:smoke,latent` is the seconds-long version (16 px -> 4x4x4). Add
+`--config.data.precompute_latents=True` to store the VAE posterior in the TFRecords at preprocess.
 """
 
 import ml_collections
 
+from dysen_jax.parallel.logical import DEFAULT_MIN_SHARD_SIZE, DEFAULT_RULES
 from dysen_jax.planner.settings import planner_config
 
 
@@ -21,17 +27,19 @@ ABLATIONS = {
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
-    """`variant`: comma-separated names among 'smoke' and the ABLATIONS, e.g. 'smoke,no_swc'."""
+    """`variant`: comma-separated names among 'smoke', 'latent' and the ABLATIONS, e.g. 'smoke,no_swc'."""
     c = base_config()
     for name in filter(None, (v.strip() for v in variant.split(","))):
         if name == "smoke":
             shrink_for_smoke_test(c)
+        elif name == "latent":
+            use_tiny_latent_vae(c)
         elif name in ABLATIONS:
             for key, value in ABLATIONS[name].items():
                 section, field = key.split(".")
                 c[section][field] = value
         else:
-            raise ValueError(f"configs/tiny.py has no variant {name!r}: use '', 'smoke' or any of "
+            raise ValueError(f"configs/tiny.py has no variant {name!r}: use '', 'smoke', 'latent' or any of "
                              f"{', '.join(ABLATIONS)} (comma-separated)")
     return c
 
@@ -59,6 +67,13 @@ def shrink_for_smoke_test(c: ml_collections.ConfigDict) -> None:
     c.sample.steps = 2
 
 
+def use_tiny_latent_vae(c: ml_collections.ConfigDict) -> None:
+    """Latent diffusion on the `vae` section's tiny VAE, randomly initialised (tests/demo only)."""
+    c.model.latent = True
+    c.model.in_channels = c.vae.latent_channels
+    c.init_from.vae = "random"
+
+
 def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
@@ -75,6 +90,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.data_dir = ""            # TFRecord dir; "" = <workdir>/data (preprocess writes it when missing)
     c.data.captions_file = ""       # dataset="captions" reads this .jsonl {"caption","video"} / .csv caption,video
     c.data.plan_batch_size = 64     # captions planned per batch (the LLM's requests of a batch run concurrently)
+    c.data.precompute_latents = False  # True (needs model.latent): preprocess stores the VAE posterior per clip
+    c.data.latent_batch_size = 8    # clips per VAE encoder call in preprocess (precompute_latents)
 
     # Planner used by preprocess and sample: every key is documented in dysen_jax/planner/settings.py.
     c.planner = planner_config()
@@ -82,7 +99,11 @@ def base_config() -> ml_collections.ConfigDict:
     # Converted weights to start from (training/pretrained.py): a UNet written by
     # `python -m dysen_jax.convert --kind unet2d|unet3d` replaces params["unet"] at initialisation.
     c.init_from = ml_collections.ConfigDict()
+    c.init_from.checkpoint = ""      # a previous stage's workdir: its newest checkpoint's EMA params (matching names)
     c.init_from.unet = ""
+    # The frozen VAE of latent diffusion (model.latent; dysen_jax/training/latents.py): a folder from
+    # `python -m dysen_jax.convert --kind vae`, a stage-I workdir, or "random" (tests/demo: variant :latent).
+    c.init_from.vae = ""
 
     # DSG tensor sizes (dysen_jax/dsg/tensorize.py).
     c.dsg = ml_collections.ConfigDict()
@@ -110,6 +131,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.text_encoder_path = ""  # converted params folder (python -m dysen_jax.convert); minilm: "" = shipped
     c.model.text_encoder_layer = -1  # CLIP hidden state to use: -1 last, -2 penultimate (SD 2.x)
     c.model.use_dsg = True          # False: text-only ("w/o Dysen")
+    c.model.latent = False          # True: latent diffusion on the `vae` section's latents (variant :latent)
+    c.model.in_channels = 3         # denoiser input channels: 3 (RGB) in pixel space, vae.latent_channels if latent
     # 3D-UNet (dysen_jax/models/unet3d.py): SD's diffusers layout + temporal layers; keys -> UNet3DConfig
     # via unet_config.from_model_config (unset keys take its defaults).
     c.model.channels = (16, 32, 64)  # block_out_channels: UNet width per resolution level (32, 16, 8 px)
@@ -128,12 +151,25 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.dropout = 0.0
     c.model.dtype = "float32"       # compute dtype; params are always float32
 
+    # A tiny KL autoencoder for model.latent=True (dysen_jax/models/vae.py VAEConfig fields only):
+    # 3 levels = x4 downsampling, 32 px -> 8x8x4 latents.
+    c.vae = ml_collections.ConfigDict()
+    c.vae.in_channels = 3
+    c.vae.out_channels = 3
+    c.vae.block_out_channels = (8, 16, 16)
+    c.vae.layers_per_block = 1
+    c.vae.latent_channels = 4       # = model.in_channels when latent
+    c.vae.norm_num_groups = 4
+    c.vae.scaling_factor = 1.0      # a random-init VAE has no calibrated latent scale (SD: 0.18215)
+    c.vae.temporal_decoder = False  # True: VidRD's zero-init temporal convs after each decoder ResNet
+
     # Diffusion (dysen_jax/diffusion).
     c.diffusion = ml_collections.ConfigDict()
     c.diffusion.schedule = "cosine"  # linear | scaled_linear | cosine
     c.diffusion.num_timesteps = 1000
     c.diffusion.prediction = "v"     # epsilon | v
-    c.diffusion.cond_drop_prob = 0.1  # classifier-free guidance dropout (text and DSG together)
+    c.diffusion.text_drop_prob = 0.1  # classifier-free guidance: P(text replaced by its null), per example
+    c.diffusion.dsg_drop_prob = 0.1   # P(DSG replaced by its null), drawn independently of the text's
 
     # Training (dysen_jax/train.py).
     c.train = ml_collections.ConfigDict()
@@ -148,11 +184,20 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.checkpoint_every = 100
     c.train.keep_checkpoints = 2
     c.train.sample_at_end = True
+    c.train.sample_every = 0         # also sample to TensorBoard (GIF) every N steps; 0 = never
+    c.train.stage = "diffusion"      # diffusion (stages II/III: the denoiser) | autoencoder (stage I, configs/vidrd_vae.py)
+    c.train.trainable = ""           # regex over param paths ('unet/.../kernel'); "" = all (minus frozen towers)
+    c.train.grad_accum_steps = 1     # micro-batches per step (same update, less activation memory)
+    c.train.max_nonfinite_steps = 10  # stop after this many non-finite steps in a row (each one is skipped)
+    c.train.peak_tflops = 0.0        # per-device peak for the logged MFU; 0 = measure a matmul at start
 
-    # Device mesh: axis sizes, -1 = all remaining devices.
+    # Device mesh (dysen_jax/parallel): axis sizes, -1 = all remaining devices; batch over data x fsdp.
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1
-    c.mesh.fsdp = 1
+    c.mesh.fsdp = 1                 # params/optimizer state split over it too (ZeRO-3)
+    c.mesh.tensor = 1               # Megatron-style split of heads / MLP / conv hidden widths
+    c.mesh.rules = DEFAULT_RULES    # (logical axis, mesh axis or None) pairs, dysen_jax/parallel/logical.py
+    c.mesh.min_shard_size = DEFAULT_MIN_SHARD_SIZE  # arrays with fewer elements are replicated
 
     # Sampling (dysen_jax/sample.py).
     c.sample = ml_collections.ConfigDict()

@@ -19,6 +19,12 @@ files, so nothing is redone or duplicated; a half-written shard is rewritten fro
 a fingerprint of the job (spec, vocabulary, input, shard ranges, planner): resuming into a directory
 written with another config is refused instead of mixing the two.
 
+Precomputed latents (`config.data.precompute_latents=True`, latent configs): after planning a batch,
+its clips go through the frozen VAE encoder (`training/latents.py`, `data.latent_batch_size` clips per
+jitted call, the last one padded so it compiles once) and each record also stores the posterior's
+mean and logvar (see data/records.py). The encoder's fingerprint is part of the job's, so resuming with
+another VAE is refused, and the manifest names it, so training with another VAE is refused too.
+
 Failures: an unreadable row, a caption the planner cannot plan, an unreadable video or a DSG too big
 for the record spec fails that item only; it goes to failures.jsonl with its stage and reason.
 
@@ -38,6 +44,8 @@ import os
 import time
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
+import numpy as np
+
 from dysen_jax import logs
 from dysen_jax.data.records import FAILURES, MANIFEST, SHARD_PATTERN, RecordSpec, encode_example
 from dysen_jax.data.sources import Item, Source, VideoError, load_video, source_from_config
@@ -50,6 +58,7 @@ STAGES: tuple[str, ...] = ("read", "plan", "video", "tensorize")  # where an ite
 LLM_COUNTERS: tuple[str, ...] = ("calls", "cache_hits", "retries", "failures", "prompt_tokens",
                                  "completion_tokens")
 DEFAULT_PLAN_BATCH_SIZE = 64
+DEFAULT_LATENT_BATCH_SIZE = 8
 
 
 # --- sizes and sharding -----------------------------------------------------------------------------
@@ -122,8 +131,19 @@ def plan_items(planner: Any, items: Sequence[Item]) -> list[PlanOutcome | None]:
     return result
 
 
-def encode_item(item: Item, outcome: PlanOutcome | None, spec: RecordSpec, vocab: WordVocab) -> ItemResult:
-    """Item + its plan -> serialized tf.train.Example, or a failure naming the stage and the reason."""
+@dataclasses.dataclass(frozen=True, eq=False)
+class PreparedItem:
+    """An item that passed every per-item stage: its frames, DSG arrays and tokens, ready to serialize."""
+
+    item: Item
+    outcome: PlanOutcome
+    video: np.ndarray
+    arrays: dict[str, np.ndarray]
+    tokens: np.ndarray
+
+
+def prepare_item(item: Item, outcome: PlanOutcome | None, spec: RecordSpec, vocab: WordVocab) -> PreparedItem | ItemResult:
+    """Item + its plan -> frames, DSG arrays and tokens, or a failure naming the stage and the reason."""
     from dysen_jax.dsg.tensorize import tensorize
 
     if item.error is not None or outcome is None:
@@ -138,30 +158,56 @@ def encode_item(item: Item, outcome: PlanOutcome | None, spec: RecordSpec, vocab
         arrays = tensorize(outcome.plan.dsg, vocab, spec.dsg)
     except DSGError as err:
         return _failure(item, "tensorize", str(err), outcome.source)
-    tokens = spec.encode_caption(item.caption, vocab)
-    record = encode_example(spec, video, item.caption, outcome.plan.dumps(), tokens, arrays)
+    return PreparedItem(item, outcome, video, arrays, spec.encode_caption(item.caption, vocab))
+
+
+def serialize_item(prepared: PreparedItem, spec: RecordSpec,
+                   latent_moments: tuple[np.ndarray, np.ndarray] | None = None) -> ItemResult:
+    """A prepared item (+ its VAE posterior moments when the spec stores latents) -> its record."""
+    item, outcome = prepared.item, prepared.outcome
+    record = encode_example(spec, prepared.video, item.caption, outcome.plan.dumps(), prepared.tokens,
+                            prepared.arrays, latent_moments)
     gold = item.gold_events is not None and tuple(outcome.plan.events) == tuple(item.gold_events)
     return ItemResult(item.index, record, None, outcome.source, gold, dict(outcome.imagination))
 
 
+def encode_item(item: Item, outcome: PlanOutcome | None, spec: RecordSpec, vocab: WordVocab) -> ItemResult:
+    """Item + its plan -> serialized tf.train.Example, or a failure naming the stage and the reason
+    (records without latents; `process_items` handles both)."""
+    prepared = prepare_item(item, outcome, spec, vocab)
+    return prepared if isinstance(prepared, ItemResult) else serialize_item(prepared, spec)
+
+
 def process_items(items: Iterable[Item], planner: Any, spec: RecordSpec, vocab: WordVocab,
-                  batch_size: int) -> Iterator[ItemResult]:
-    """Plans `items` in batches of `batch_size` (concurrent LLM requests) and encodes each, in order."""
+                  batch_size: int, codec: Any = None,
+                  latent_batch_size: int = DEFAULT_LATENT_BATCH_SIZE) -> Iterator[ItemResult]:
+    """Plans `items` in batches of `batch_size` (concurrent LLM requests) and encodes each, in order;
+    when the spec stores latents, each batch's clips also go through `codec`'s encoder."""
     if batch_size < 1:
         raise ValueError(f"config.data.plan_batch_size={batch_size} must be >= 1")
+    if spec.stores_latents and codec is None:
+        raise ValueError("config.data.precompute_latents=True needs the VAE: run `python -m dysen_jax.preprocess` "
+                         "(the Beam pipeline does not compute latents yet), or set precompute_latents=False")
     batch: list[Item] = []
     for item in items:
         batch.append(item)
         if len(batch) == batch_size:
-            yield from _process_batch(batch, planner, spec, vocab)
+            yield from _process_batch(batch, planner, spec, vocab, codec, latent_batch_size)
             batch = []
     if batch:
-        yield from _process_batch(batch, planner, spec, vocab)
+        yield from _process_batch(batch, planner, spec, vocab, codec, latent_batch_size)
 
 
-def _process_batch(batch: list[Item], planner: Any, spec: RecordSpec, vocab: WordVocab) -> Iterator[ItemResult]:
-    for item, outcome in zip(batch, plan_items(planner, batch)):
-        yield encode_item(item, outcome, spec, vocab)
+def _process_batch(batch: list[Item], planner: Any, spec: RecordSpec, vocab: WordVocab, codec: Any,
+                   latent_batch_size: int) -> Iterator[ItemResult]:
+    prepared = [prepare_item(item, outcome, spec, vocab) for item, outcome in zip(batch, plan_items(planner, batch))]
+    ready = [p for p in prepared if isinstance(p, PreparedItem)]
+    moments: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    if spec.stores_latents and ready:
+        means, logvars = codec.moments_of_clips(np.stack([p.video for p in ready]), latent_batch_size)
+        moments = {id(p): (m, lv) for p, m, lv in zip(ready, means, logvars)}
+    for p in prepared:
+        yield p if isinstance(p, ItemResult) else serialize_item(p, spec, moments.get(id(p)))
 
 
 # --- the job: what every run of the same config agrees on ---------------------------------------------
@@ -176,25 +222,46 @@ class Job:
     ranges: tuple[range, ...]
     source_info: dict[str, Any]
     batch_size: int
+    latent_vae: str = ""       # fingerprint of the VAE encoder whose moments the records store ("" = none)
+    latent_source: str = ""    # config.init_from.vae that loaded it
+    latent_batch_size: int = DEFAULT_LATENT_BATCH_SIZE
 
     @property
     def fingerprint(self) -> str:
         payload = {"spec": self.spec.to_json(), "vocab": self.vocab.to_json(), "source": self.source_info,
                    "ranges": [(r.start, r.stop) for r in self.ranges]}
+        if self.latent_vae:    # only then: pixel-space jobs keep their fingerprints
+            payload["latent_vae"] = self.latent_vae
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     def shard_name(self, shard: int) -> str:
         return SHARD_PATTERN.format(index=shard, count=len(self.ranges))
 
 
-def job_from_config(config: Any) -> Job:
-    """The job config.data / dsg / text / planner describe."""
+def latent_codec(config: Any) -> Any:
+    """The VAE codec preprocess encodes clips with (`data.precompute_latents`), or None."""
+    if not RecordSpec.from_config(config).stores_latents:
+        return None
+    from dysen_jax.training.latents import codec_from_config
+
+    return codec_from_config(config)
+
+
+def job_from_config(config: Any, codec: Any = None) -> Job:
+    """The job config.data / dsg / text / planner describe; `codec` (from `latent_codec`, loaded here when
+    None) when the records store latents."""
     source = source_from_config(config)
-    return Job(source, RecordSpec.from_config(config), build_vocab(config, source),
+    spec = RecordSpec.from_config(config)
+    if spec.stores_latents and codec is None:
+        codec = latent_codec(config)
+    return Job(source, spec, build_vocab(config, source),
                tuple(shard_ranges(len(source), config.data.num_shards)),
                {**source.describe(), "planner": config.planner.backend,
                 **({"planner_model": config.planner.llm.model} if config.planner.backend == "openai" else {})},
-               int(config.data.get("plan_batch_size", DEFAULT_PLAN_BATCH_SIZE)))
+               int(config.data.get("plan_batch_size", DEFAULT_PLAN_BATCH_SIZE)),
+               codec.encoder_fingerprint if spec.stores_latents else "",
+               codec.source if spec.stores_latents else "",
+               int(config.data.get("latent_batch_size", DEFAULT_LATENT_BATCH_SIZE)))
 
 
 # --- shard files and markers ------------------------------------------------------------------------
@@ -344,6 +411,8 @@ def finalize(job: Job, output_dir: str, run: dict[str, Any], llm_override: dict[
         "shards": [{k: i[k] for k in ("name", "first_index", "num_items", "written", "failed")} for i in shards],
         "source": job.source_info,
     }
+    if job.latent_vae:
+        manifest["latents"] = {"vae_fingerprint": job.latent_vae, "vae_source": job.latent_source}
     write_text_atomic(os.path.join(output_dir, MANIFEST), json.dumps(manifest, indent=1))
     return manifest
 
@@ -376,7 +445,8 @@ def preprocess(config: Any, output_dir: str, show_progress: bool = True, *, shar
     from dysen_jax.planner.base import planner_from_config
 
     started = time.time()
-    job = job_from_config(config)
+    codec = latent_codec(config)
+    job = job_from_config(config, codec)
     mine = my_shards(len(job.ranges), shard_index, num_shards)
     make_output_dir(output_dir)
     todo = pending_shards(job, output_dir, mine)
@@ -388,7 +458,7 @@ def preprocess(config: Any, output_dir: str, show_progress: bool = True, *, shar
         for s in todo:
             before = llm_snapshot(planner)
             results = process_items((job.source.item(i) for i in job.ranges[s]), planner, job.spec, job.vocab,
-                                    job.batch_size)
+                                    job.batch_size, codec, job.latent_batch_size)
             write_shard(job, output_dir, s, results, progress=bar,
                         llm_usage=lambda: llm_delta(before, llm_snapshot(planner)))  # noqa: B023 - called now
     run = {"runner": "local", "process": f"{shard_index}/{num_shards}", "shards_written": len(todo),

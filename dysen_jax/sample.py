@@ -4,12 +4,15 @@
 
 Writes the video (mp4 or gif by extension), `out.dsg.json` (the plan, schema of
 `python -m dysen_jax.plan`) and `out.dsg.png` (the DSG over time above the frames that show it).
-Uses the EMA parameters of the newest checkpoint in DIR/checkpoints.
+Uses the EMA parameters of the newest checkpoint in DIR/checkpoints. Latent configs (`model.latent`)
+run DDIM on the VAE's latents and decode the result to pixels with the config's frozen VAE
+(`experiment.codec`) before writing, so the files have the data's pixel resolution either way.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from typing import Any
@@ -67,10 +70,25 @@ def generate(experiment: Experiment, params: Any, prompt: str, seed: int = 0, pl
         plan = planner_from_config(config.planner).plan(prompt)
     tokens, dsg = condition_arrays(experiment, prompt, plan)
     denoise = jax.tree_util.Partial(_ConditionedDenoiser(experiment.model), params, tokens, dsg)
-    x0 = ddim_sample(denoise, (1, *experiment.spec.video_shape), jax.random.PRNGKey(seed), experiment.schedule,
+    codec = experiment.codec
+    # Pixels live in [-1, 1], so x0 estimates are clipped there; scaled latents have no such bound.
+    x0 = ddim_sample(denoise, (1, *experiment.input_shape), jax.random.PRNGKey(seed), experiment.schedule,
                      num_steps=config.sample.steps, prediction=config.diffusion.prediction,
-                     guidance_scale=config.sample.guidance, eta=config.sample.eta, clip_x0=1.0, progress=progress)
+                     guidance_scale=config.sample.guidance, eta=config.sample.eta,
+                     clip_x0=1.0 if codec is None else None, progress=progress)
+    if codec is not None:
+        x0 = decode_latents(codec, x0)
     return to_uint8(jax.device_get(x0)[0]), plan
+
+
+def decode_latents(codec: Any, latents: jax.Array) -> jax.Array:
+    """Scaled latents [B, F, h, w, C] -> video [B, F, H, W, 3] in [-1, 1] with the codec's VAE (jitted)."""
+    return _jitted_decode(codec)(codec.params, latents)
+
+
+@functools.lru_cache(maxsize=4)
+def _jitted_decode(codec: Any) -> Any:
+    return jax.jit(codec.decode)
 
 
 def generate_to_files(experiment: Experiment, params: Any, prompt: str, output: str, seed: int = 0,

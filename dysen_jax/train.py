@@ -20,7 +20,8 @@ import numpy as np
 from dysen_jax import logs
 from dysen_jax.data.pipeline import make_dataset
 from dysen_jax.experiment import Experiment, init_params, load_experiment
-from dysen_jax.parallel.mesh import batch_sharding, fsdp_shardings, make_mesh, replicated
+from dysen_jax.parallel import logical
+from dysen_jax.parallel.mesh import batch_sharding, make_mesh, replicated
 from dysen_jax.training import checkpoint
 from dysen_jax.training.state import frozen_params, TrainState, create_train_state, make_optimizer
 from dysen_jax.training.step import make_train_step
@@ -47,13 +48,15 @@ class MetricWriter:
 
 
 def state_layout(experiment: Experiment, optimizer: Any, mesh: Any) -> tuple[Callable, TrainState, Any]:
-    """(init function, abstract train state, its FSDP shardings) without allocating anything."""
+    """(init function, abstract train state, its shardings under config.mesh's logical axis rules)
+    without allocating anything."""
 
     def init(key: jax.Array) -> TrainState:
         return create_train_state(init_params(experiment, key), optimizer)
 
     abstract = jax.eval_shape(init, jax.random.PRNGKey(0))
-    return init, abstract, fsdp_shardings(abstract, mesh)
+    rules = logical.ShardingRules.from_config(experiment.config.mesh)
+    return init, abstract, logical.state_shardings(abstract, mesh, rules)
 
 
 def initial_state(experiment: Experiment, optimizer: Any, mesh: Any) -> tuple[TrainState, Any]:
