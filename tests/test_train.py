@@ -14,12 +14,7 @@ import pytest
 
 from dysen_jax import preprocess as preprocess_lib
 from dysen_jax import train as train_lib
-from dysen_jax.data.pipeline import make_dataset
-from dysen_jax.experiment import load_experiment
-from dysen_jax.parallel.mesh import batch_sharding, make_mesh, replicated
-from dysen_jax.training.state import make_optimizer
-from dysen_jax.training.step import make_train_step
-from tests.helpers import tiny_test_config
+from tests.helpers import run_train_steps, tiny_test_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -36,28 +31,12 @@ def _max_diff(a, b) -> float:
                zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
-def _run_steps(config, workdir, devices, mesh_shape, num_steps=2):
-    config.mesh.data, config.mesh.fsdp = mesh_shape
-    experiment = load_experiment(config, workdir)
-    mesh = make_mesh(config.mesh, devices)
-    optimizer = make_optimizer(config.train)
-    state, shardings = train_lib.initial_state(experiment, optimizer, mesh)
-    step = jax.jit(make_train_step(experiment.model, experiment.schedule, optimizer, experiment.config),
-                   in_shardings=(shardings, batch_sharding(mesh), replicated(mesh)),
-                   out_shardings=(shardings, replicated(mesh)))
-    batches = make_dataset(experiment.data_dir, experiment.spec, config.train.batch_size, 0).as_numpy_iterator()
-    key = jax.random.PRNGKey(1)
-    losses = []
-    for _ in range(num_steps):
-        state, metrics = step(state, train_lib.to_global_batch(next(batches), batch_sharding(mesh)), key)
-        losses.append(float(metrics["loss"]))
-    return state, losses, shardings
-
-
 def test_sharded_train_step_equals_unsharded(data_workdir):
     assert jax.device_count() == 8, "tests/conftest.py must give 8 host devices"
-    single, single_losses, _ = _run_steps(tiny_test_config(), data_workdir, jax.devices()[:1], (1, 1))
-    sharded, sharded_losses, shardings = _run_steps(tiny_test_config(), data_workdir, jax.devices(), (4, 2))
+    single, single_losses, _ = run_train_steps(tiny_test_config(), data_workdir, jax.devices()[:1], (1, 1, 1))
+    # min_shard_size: the smoke model's arrays are all below the default threshold.
+    sharded, sharded_losses, shardings = run_train_steps(tiny_test_config(**{"mesh.min_shard_size": 256}),
+                                                         data_workdir, jax.devices(), (4, 2, 1))
     # FSDP really splits some parameters over the 2-way fsdp axis.
     specs = [s.spec for s in jax.tree.leaves(shardings.params)]
     assert any("fsdp" in tuple(spec) for spec in specs)

@@ -1,7 +1,9 @@
 """tf.data input pipeline over the preprocessed TFRecord shards.
 
-Deterministic: files in sorted order, this process's share of them, a seeded shuffle and
-`skip(start_step * batch)` so a resumed run sees exactly the batches an uninterrupted run would.
+Deterministic and independent of the process count: the global batch is config.data.input_streams
+blocks, each from one stream (files in sorted order, every S-th of them, a seeded shuffle and
+`skip(start_step * rows)` so a resumed run sees exactly the batches an uninterrupted run would);
+each process builds only the streams whose rows its devices hold.
 (Skipping re-reads the skipped raw records: cheap at our scales; a pod-scale run keeps it cheap by
 resuming at epoch boundaries or with tf.data iterator checkpoints.)
 """
