@@ -32,22 +32,31 @@ def shard_files(data_dir: str, process_index: int = 0, process_count: int = 1) -
     return mine
 
 
-def parse_fn(spec: RecordSpec):
-    """tf.train.Example bytes -> dict of tensors (video float32 in [-1, 1])."""
+def parse_fn(spec: RecordSpec, video: bool | None = None):
+    """tf.train.Example bytes -> dict of tensors, the arrays of `spec.parsed_arrays(video)`: video float32
+    in [-1, 1] (by default only when the records hold no precomputed latents), the stored VAE posterior
+    moments `latent/mean`, `latent/logvar` float32 [F, h, w, C] when they do, text tokens and DSG arrays."""
     import tensorflow as tf
 
-    features = {"video": tf.io.FixedLenFeature([], tf.string),
-                "caption": tf.io.FixedLenFeature([], tf.string)}
+    arrays = spec.parsed_arrays(video)
+    features = {"caption": tf.io.FixedLenFeature([], tf.string)}
     int_shapes = spec.int_features()
     features.update({k: tf.io.FixedLenFeature(list(s), tf.int64) for k, s in int_shapes.items()})
+    raw = [name for name in arrays if name not in int_shapes]   # video and latent moments: raw bytes
+    features.update({name: tf.io.FixedLenFeature([], tf.string) for name in raw})
 
     def parse(record):
         ex = tf.io.parse_single_example(record, features)
-        video = tf.reshape(tf.io.decode_raw(ex["video"], tf.uint8), spec.video_shape)
-        out = {"video": tf.cast(video, tf.float32) / 127.5 - 1.0}
+        out = {}
+        for name in raw:
+            shape = arrays[name][0]
+            if name == "video":
+                frames = tf.reshape(tf.io.decode_raw(ex[name], tf.uint8), shape)
+                out[name] = tf.cast(frames, tf.float32) / 127.5 - 1.0
+            else:
+                out[name] = tf.reshape(tf.io.decode_raw(ex[name], tf.float32, little_endian=True), shape)
         for name in int_shapes:
-            dtype = tf.bool if name.endswith("_mask") else tf.int32
-            out[name] = tf.cast(ex[name], dtype)
+            out[name] = tf.cast(ex[name], tf.bool if arrays[name][1] == np.bool_ else tf.int32)
         return out
 
     return parse
