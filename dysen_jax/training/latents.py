@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import os
 from typing import Any
 
 import jax
@@ -154,28 +153,20 @@ def check_in_channels(config: Any, codec: LatentCodec | None) -> None:
         raise ValueError(f"config.model.in_channels={have} must equal {where}: set config.model.in_channels={want}")
 
 
-def _check_vae_config(loaded: VAEConfig, section: Any, source: str) -> None:
-    """Every key the config's `vae` section sets must match the loaded VAE's config."""
+def _check_vae_config(loaded: VAEConfig, section: Any, source: str, skip: tuple[str, ...] = ()) -> None:
+    """Every key the config's `vae` section sets (except `skip`) must match the loaded VAE's config."""
     wanted = VAEConfig.from_dict(section.to_dict() if hasattr(section, "to_dict") else dict(section))
     bad = [f"{k}: config {getattr(wanted, k)!r}, loaded {getattr(loaded, k)!r}"
-           for k in section.keys() if getattr(wanted, k) != getattr(loaded, k)]
+           for k in section.keys() if k not in skip and getattr(wanted, k) != getattr(loaded, k)]
     if bad:
         raise ValueError(f"the VAE in init_from.vae={source!r} differs from config.vae ({'; '.join(bad)}): set "
                          "those config.vae keys to the loaded values")
 
 
-def _stage_one_loader() -> Any:
-    """training/autoencoder.py's (is_autoencoder_workdir, load_trained_vae), or None while it does not exist."""
-    try:
-        from dysen_jax.training import autoencoder
-    except ImportError:
-        return None
-    return autoencoder.is_autoencoder_workdir, autoencoder.load_trained_vae
-
-
 def load_vae(config: Any) -> tuple[AutoencoderKL, Any, str]:
     """(model, params, source) of the VAE `config.init_from.vae` names (see the module doc)."""
     from dysen_jax.models import vae as vae_lib
+    from dysen_jax.training.autoencoder import is_autoencoder_workdir, load_trained_vae
 
     if "vae" not in config:
         raise ValueError("config.model.latent=True needs a config.vae section (VAEConfig fields, see configs/paper.py)")
@@ -189,14 +180,12 @@ def load_vae(config: Any) -> tuple[AutoencoderKL, Any, str]:
     if source == RANDOM_VAE:
         vae_config = VAEConfig.from_dict(section.to_dict())
         return AutoencoderKL(vae_config), vae_lib.init_params(vae_config, jax.random.PRNGKey(int(config.seed))), source
-    stage_one = _stage_one_loader()
-    if stage_one is not None and stage_one[0](source):
-        vae, params = stage_one[1](source)
-    elif os.path.isdir(source) and not os.path.exists(os.path.join(source, "params.msgpack")) and stage_one is None:
-        raise ValueError(f"init_from.vae={source!r} has no params.msgpack (not a converted VAE), and stage-I "
-                         "workdirs cannot be read yet (dysen_jax/training/autoencoder.py is missing)")
-    else:
-        vae, params = vae_lib.load_pretrained(source, temporal_decoder=bool(section.get("temporal_decoder", False)))
+    if is_autoencoder_workdir(source):
+        vae, params = load_trained_vae(source)   # its fine-tuned temporal decoder is the point: not compared
+        _check_vae_config(vae.config, section, source, skip=("temporal_decoder", "temporal_num_convs"))
+        return vae, params, source
+    overrides = {k: section[k] for k in ("temporal_decoder", "temporal_num_convs") if k in section}
+    vae, params = vae_lib.load_pretrained(source, **overrides)
     _check_vae_config(vae.config, section, source)
     return vae, params, source
 
