@@ -2,7 +2,10 @@
 
 `--config=configs/x.py` (or `configs/x.py:variant`) loads an ml_collections config and any key can
 be overridden with `--config.section.key=value`. Flags are defined only when an entry point runs,
-so importing the jobs as libraries (tests, notebooks) defines none.
+so importing the jobs as libraries (tests, notebooks) defines none. Entry points that build a device
+mesh ask for "distributed" among their extra flags: `run` then joins the multi-host run
+(`--coordinator_address/--num_processes/--process_id`, SLURM or Cloud TPU; parallel/distributed.py)
+before `main` starts.
 """
 
 from __future__ import annotations
@@ -21,7 +24,31 @@ _FLAG_DEFINITIONS: dict[str, Callable[[], object]] = {
     "prompt": lambda: flags.DEFINE_string("prompt", None, "Text prompt (default: config.sample.prompt)."),
     "output": lambda: flags.DEFINE_string("output", "sample.mp4", "Output video path (.mp4 or .gif)."),
     "seed": lambda: flags.DEFINE_integer("seed", 0, "Sampling seed."),
+    "distributed": lambda: _define_distributed_flags(),
 }
+
+
+def _define_distributed_flags() -> None:
+    """Multi-host flags (dysen_jax/parallel/distributed.py); each falls back to a DYSEN_* variable."""
+    flags.DEFINE_string("coordinator_address", None, "Process 0's HOST:PORT, same on every process "
+                        "(env DYSEN_COORDINATOR). Unset: SLURM / Cloud TPU are detected, else one process.")
+    flags.DEFINE_integer("num_processes", None, "Number of processes (env DYSEN_NUM_PROCESSES).")
+    flags.DEFINE_integer("process_id", None, "This process, 0..num_processes-1 (env DYSEN_PROCESS_ID).")
+    flags.DEFINE_string("local_device_ids", None, "Comma-separated local accelerator ids this process uses "
+                        "(env DYSEN_LOCAL_DEVICE_IDS; default all, or jax's per-task choice under SLURM).")
+    flags.DEFINE_string("cluster_detection", None, "'' (detect SLURM / Cloud TPU), none, auto, or a jax method: "
+                        "slurm, ompi, mpi4py, gce_tpu, gke_tpu, k8s (env DYSEN_CLUSTER_DETECTION).")
+
+
+def _initialize_distributed() -> None:
+    """jax.distributed.initialize from the flags above, before the job touches any JAX backend."""
+    from dysen_jax.parallel.distributed import initialize
+
+    try:
+        initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id, FLAGS.local_device_ids,
+                   FLAGS.cluster_detection)
+    except ValueError as error:  # bad flags: a clear message, not a traceback
+        raise app.UsageError(str(error)) from None
 
 
 def run(main: Callable[[list[str]], None], extra_flags: tuple[str, ...] = (),
@@ -34,13 +61,24 @@ def run(main: Callable[[list[str]], None], extra_flags: tuple[str, ...] = (),
     for name in extra_flags:
         _FLAG_DEFINITIONS[name]()
     flags.mark_flags_as_required(["config", *required])
+    job = _with_distributed(main) if "distributed" in extra_flags else main
     try:
-        app.run(_quiet(main))
+        app.run(_quiet(job))
     except SystemExit as exit_:
         # absl exits 1 after printing --help; asking for help is not an error.
         if exit_.code == 1 and set(sys.argv[1:]) & {"--help", "-h", "-?", "--helpfull", "--helpshort"}:
             raise SystemExit(0) from None
         raise
+
+
+def _with_distributed(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
+    """Joins the multi-process run (if any) after flag parsing and before `main` runs any JAX."""
+
+    def wrapped(argv: list[str]) -> None:
+        _initialize_distributed()
+        main(argv)
+
+    return wrapped
 
 
 def _quiet(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
