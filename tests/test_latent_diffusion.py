@@ -46,14 +46,14 @@ def test_codec_shapes_and_decode_of_the_mean_is_the_vaes_reconstruction():
     config = latent_config(**{"vae.scaling_factor": 0.18215})
     codec = codec_from_config(config)
     video = jax.random.uniform(jax.random.PRNGKey(1), (2, 8, 16, 16, 3), minval=-1.0, maxval=1.0)
-    sample = codec.encode(codec.params, video, jax.random.PRNGKey(2))
-    mean = codec.encode(codec.params, video, None)
+    sample = jax.jit(codec.encode)(codec.params, video, jax.random.PRNGKey(2))
+    mean = jax.jit(codec.encode, static_argnums=2)(codec.params, video, None)
     assert sample.shape == mean.shape == (2, 8, 4, 4, 4)
     assert not np.allclose(sample, mean)                      # a posterior sample, not the mean
-    decoded = codec.decode(codec.params, mean)
+    decoded = jax.jit(codec.decode)(codec.params, mean)
     assert decoded.shape == video.shape and float(jnp.abs(decoded).max()) <= 1.0
     frames = video.reshape(16, 16, 16, 3)
-    reconstruction = codec.vae.apply({"params": codec.params}, frames)   # decode(mode(encode(x))), unscaled
+    reconstruction = jax.jit(codec.vae.apply)({"params": codec.params}, frames)  # decode(mode(encode(x))), unscaled
     np.testing.assert_allclose(decoded.reshape(frames.shape), jnp.clip(reconstruction, -1, 1), atol=1e-5)
 
 
@@ -157,7 +157,10 @@ def test_latent_sampling_writes_a_pixel_video(latent_data, tmp_path):
 
     config, out, _ = latent_data
     experiment = load_experiment(config, "")
-    params = init_params(experiment, jax.random.PRNGKey(0))
+    # Random params of init_params' shapes (compiling the UNet's init would double this test's time).
+    shapes = jax.eval_shape(lambda key: init_params(experiment, key), jax.random.PRNGKey(0))
+    rng = np.random.default_rng(0)
+    params = jax.tree.map(lambda s: jnp.asarray(0.05 * rng.standard_normal(s.shape), s.dtype), shapes)
     assert params["unet"]["conv_in"]["kernel"].shape[-2] == 4 and params["unet"]["conv_out"]["kernel"].shape[-1] == 4
     paths = generate_to_files(experiment, params, config.sample.prompt, str(tmp_path / "latent.gif"))
     frames = read_video(paths["video"])
