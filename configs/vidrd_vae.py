@@ -58,9 +58,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c.autoencoder.kl_weight = 1e-5      # VidRD: 1e-5 (LDM: 1e-6); KL summed per frame latent
     c.autoencoder.adv_weight = 0.5      # VidRD: 0.5 x the generator's adversarial loss
     c.autoencoder.adaptive_adv_weight = False  # True: LDM's grad-norm ratio at the decoder's last conv x adv_weight
-    c.autoencoder.disc_start = 100      # steps before the discriminator (and the adversarial term) switch on
-    c.autoencoder.disc_channels = 32    # PatchGAN width of the first conv (LDM: 64)
-    c.autoencoder.disc_layers = 3       # stride-2 conv layers (LDM: 3); the patch grid must stay >= 1
+    c.autoencoder.disc_start = 50       # steps before the discriminator (and the adversarial term) switch on
+    c.autoencoder.disc_channels = 16    # PatchGAN width of the first conv (LDM: 64)
+    c.autoencoder.disc_layers = 2       # stride-2 conv layers (LDM: 3); 32 px -> 6x6 patches of 22 px
     c.autoencoder.disc_norm = "group"   # group | none (LDM's BatchNorm replaced: see models/discriminator.py)
     c.autoencoder.disc_learning_rate = 2e-4
     c.autoencoder.adam_b1 = 0.5         # both optimizers' Adam betas (LDM)
@@ -69,6 +69,10 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c.train.stage = "autoencoder"       # python -m dysen_jax.train runs training/autoencoder.py
     c.train.learning_rate = 2e-4        # temporal blocks (warmup + cosine, training/state.py)
     c.train.sample_at_end = False
+    if not smoke:                       # (smoke keeps tiny.py's 4 steps, log every 1, checkpoint every 2)
+        c.train.num_steps = 100         # CPU demo length (the decoder on 64 frames per batch dominates)
+        c.train.log_every = 10
+        c.train.checkpoint_every = 50
 
     if smoke:
         c.vae.block_out_channels = (8, 16)
