@@ -55,7 +55,8 @@ def base_config() -> ml_collections.ConfigDict:
 
     # Real videos with captions (dysen_jax/data/sources.py): WebVid for stages I-II, then UCF-101 /
     # MSR-VTT / ActivityNet for fine-tuning. Records hold RGB frames; the VAE encodes them in the
-    # train step, so the model sees latents [F, resolution/8, resolution/8, 4].
+    # train step (or once, in preprocess, with data.precompute_latents=True), so the model sees
+    # latents [F, resolution/8, resolution/8, 4].
     c.data = ml_collections.ConfigDict()
     c.data.dataset = "captions"
     c.data.captions_file = ""       # .jsonl {"caption","video"} / .csv caption,video (required)

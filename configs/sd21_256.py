@@ -53,7 +53,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.seed = 0
 
     # Real videos with captions (dysen_jax/data/sources.py). Records hold RGB frames; the VAE
-    # encodes them in the train step, so the model sees latents [F, resolution/8, resolution/8, 4].
+    # encodes them in the train step (or once, in preprocess, with data.precompute_latents=True), so
+    # the model sees latents [F, resolution/8, resolution/8, 4].
     c.data = ml_collections.ConfigDict()
     c.data.dataset = "captions"
     c.data.captions_file = ""       # .jsonl {"caption","video"} / .csv caption,video (required)
