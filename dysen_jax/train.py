@@ -20,6 +20,7 @@ import numpy as np
 from dysen_jax import logs
 from dysen_jax.data.pipeline import make_dataset
 from dysen_jax.experiment import Experiment, init_params, load_experiment
+from dysen_jax.parallel.distributed import local_input
 from dysen_jax.parallel import logical
 from dysen_jax.parallel.mesh import batch_sharding, make_mesh, replicated
 from dysen_jax.training import checkpoint
@@ -108,10 +109,11 @@ def train(config: Any, workdir: str, show_progress: bool = True) -> dict[str, An
         out_shardings=(state_shardings, replicated(mesh)),
         donate_argnums=(0,))
     base_key = jax.device_put(jax.random.PRNGKey(config.seed + 1), replicated(mesh))
-    per_process_batch = config.train.batch_size // jax.process_count()
-    dataset = make_dataset(experiment.data_dir, experiment.spec, per_process_batch, config.seed,
+    num_streams = int(config.data.get("input_streams", 1))  # data order independent of the process count
+    input_streams, local_batch = local_input(data_sharding, config.train.batch_size, num_streams)
+    dataset = make_dataset(experiment.data_dir, experiment.spec, local_batch, config.seed,
                            start_step=start_step, shuffle_buffer=config.data.shuffle_buffer,
-                           process_index=jax.process_index(), process_count=jax.process_count())
+                           num_streams=num_streams, streams=input_streams)
     writer = MetricWriter(workdir)
     history: list[dict[str, float]] = []
     batches = dataset.as_numpy_iterator()
@@ -165,4 +167,4 @@ def main(argv: list[str]) -> None:
 if __name__ == "__main__":
     from dysen_jax.cli import run
 
-    run(main, extra_flags=("workdir",), required=("workdir",))
+    run(main, extra_flags=("workdir", "distributed"), required=("workdir",))
