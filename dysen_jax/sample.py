@@ -110,22 +110,22 @@ def generate_to_files(experiment: Experiment, params: Any, prompt: str, output: 
 
 
 def load_params(experiment: Experiment, workdir: str, use_ema: bool = True) -> Any:
-    """The (EMA) params of the newest checkpoint in <workdir>/checkpoints, on one device."""
-    from dysen_jax.training import checkpoint
-    from dysen_jax.training.state import frozen_params, create_train_state, make_optimizer
+    """The (EMA) params of the newest checkpoint in <workdir>/checkpoints, on one device (only they are
+    read, not the optimizer state)."""
+    from flax.traverse_util import unflatten_dict
 
-    manager = checkpoint.checkpoint_manager(workdir)
-    if manager.latest_step() is None:
-        raise FileNotFoundError(f"no checkpoint in {manager.directory}: train first with "
-                                f"`python -m dysen_jax.train --config=... --workdir={workdir}`")
-    optimizer = make_optimizer(experiment.config.train, frozen_params(experiment.config))
-    shapes = jax.eval_shape(lambda k: create_train_state(init_params(experiment, k), optimizer),
-                            jax.random.PRNGKey(0))
+    from dysen_jax.training import checkpoint
+
+    shapes = jax.eval_shape(lambda k: init_params(experiment, k), jax.random.PRNGKey(0))
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    state, step = checkpoint.restore_latest(manager, checkpoint.abstract_like(
-        shapes, jax.tree.map(lambda _: device, shapes)))
-    logs.info(f"loaded step {step} from {manager.directory}")
-    return state.ema_params if use_ema else state.params
+    name = "ema_params" if use_ema else "params"
+    loaded, missing = checkpoint.restore_matching_params(
+        workdir, checkpoint.abstract_like(shapes, jax.tree.map(lambda _: device, shapes)), name, what="--workdir")
+    if missing:
+        raise ValueError(f"the checkpoint in {workdir} lacks {len(missing)} params of this config's model (e.g. "
+                         f"{', '.join(missing[:3])}): sample with the config it was trained with")
+    logs.info(f"loaded {name} from {workdir}")
+    return unflatten_dict(loaded, sep="/")
 
 
 def main(argv: list[str]) -> None:

@@ -32,3 +32,42 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any) -> tuple
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any, force: bool = False) -> None:
     manager.save(step, args=ocp.args.StandardSave(state), force=force)
+
+
+def restore_matching_params(workdir: str, abstract_params: Any, name: str = "ema_params",
+                            what: str = "init_from.checkpoint") -> tuple[Any, list[str]]:
+    """`name` ("ema_params" or "params") of the newest checkpoint in <workdir>/checkpoints, restored
+    for the params that the new model also has under the same path and shape (laid out as
+    `abstract_params`' shardings say). Returns (flat {path: array}, paths of the new model that the
+    checkpoint lacks). What a stage starts from when `init_from.checkpoint` names the previous one, and
+what sampling loads (only the params: the optimizer state is never read). `what` names the setting
+that pointed here, for the error messages."""
+    from flax.traverse_util import flatten_dict
+
+    directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"{what}={workdir!r} has no checkpoints/ folder: point it at the workdir of a "
+                                "training run (`python -m dysen_jax.train --workdir=...`)")
+    manager = ocp.CheckpointManager(directory, item_handlers=ocp.PyTreeCheckpointHandler())  # read-only use
+    step = manager.latest_step()
+    if step is None:
+        raise FileNotFoundError(f"{what}={workdir!r}: no checkpoint in {directory}: train first")
+    saved = manager.item_metadata(step)
+    if name not in saved:
+        raise ValueError(f"the checkpoint in {directory} has no {name!r} (it holds {sorted(saved)})")
+    saved_flat = flatten_dict(dict(saved[name]), sep="/")
+    new_flat = flatten_dict(dict(abstract_params), sep="/")
+    common = {p: a for p, a in new_flat.items() if p in saved_flat}
+    wrong = [f"{p}: checkpoint {tuple(saved_flat[p].shape)} vs model {tuple(a.shape)}" for p, a in common.items()
+             if tuple(saved_flat[p].shape) != tuple(a.shape)]
+    if wrong:
+        raise ValueError(f"{what}={workdir!r}: {len(wrong)} params have other shapes than this config's model, e.g. "
+                         + "; ".join(wrong[:5]))
+    from flax.traverse_util import unflatten_dict
+
+    item = {name: unflatten_dict(common, sep="/")}
+    restore_args = ocp.checkpoint_utils.construct_restore_args(item)
+    restored = manager.restore(step, args=ocp.args.PyTreeRestore(item=item, restore_args=restore_args,
+                                                                 partial_restore=True))
+    manager.close()
+    return flatten_dict(dict(restored[name]), sep="/"), sorted(set(new_flat) - set(common))

@@ -5,6 +5,7 @@
 unet2d|unet3d`) replaces params["unet"]. Each loaded subtree is checked against the freshly
 initialised one (every missing, unexpected or mis-shaped param is named), placed with the fresh
 subtree's sharding, and copied into the EMA params; Adam's moments start at zero either way.
+`init_from.checkpoint` (the previous training stage's workdir) is applied first.
 """
 
 from __future__ import annotations
@@ -36,8 +37,31 @@ def pretrained_parts(config: Any) -> dict[str, Any]:
     return parts
 
 
+def with_previous_stage(state: Any, config: Any, shardings: Any) -> Any:
+    """`init_from.checkpoint` (a previous stage's workdir): its EMA params replace every param of the
+    same path and shape, in params and EMA params; params the previous stage lacked stay fresh."""
+    from flax.traverse_util import flatten_dict, unflatten_dict
+
+    from dysen_jax import logs
+    from dysen_jax.training.checkpoint import abstract_like, restore_matching_params
+
+    workdir = str(config.get("init_from", {}).get("checkpoint", "") or "")
+    if not workdir:
+        return state
+    abstract = abstract_like(state.params, shardings.params)
+    loaded, fresh = restore_matching_params(workdir, abstract)
+    params = flatten_dict(dict(state.params), sep="/")
+    params.update(loaded)
+    params = unflatten_dict(params, sep="/")
+    logs.info(f"init_from.checkpoint: {len(loaded)} params from {workdir}, {len(fresh)} fresh"
+              + (f" (e.g. {', '.join(fresh[:3])})" if fresh else ""))
+    return state.replace(params=params, ema_params=jax.tree.map(lambda x: x.copy(), params))
+
+
 def with_pretrained(state: Any, config: Any, shardings: Any) -> Any:
-    """The train state with the config's pretrained parts in params and EMA params (see module doc)."""
+    """The train state with the config's pretrained parts in params and EMA params (see module doc):
+    first the previous stage's checkpoint (`init_from.checkpoint`), then converted weights on top."""
+    state = with_previous_stage(state, config, shardings)
     parts = pretrained_parts(config)
     if not parts:
         return state
