@@ -2,7 +2,8 @@
 
 Use: --config=configs/paper.py (stage II/III training on a caption file of real videos, e.g. WebVid),
 override any key with --config.train.batch_size=32 etc. Variants are the Table 4 ablations as in
-configs/tiny.py (`:no_dysen`, `:no_imagination`, `:no_swc`, `:no_rl_icl`, combinable with commas).
+configs/tiny.py (`:no_dysen`, `:no_imagination`, `:no_swc`, `:no_rl_icl`) and the training stages
+(`:stage2`, `:stage3`; stage I is configs/vidrd_vae.py), combinable with commas.
 
 What the paper fixes (§5.1, §3.1, App. A): an LDM backbone whose 3D-UNet works on latents
 Z_0 = E(X) (frames 256x256 -> latents 32x32x4), the text H^Y from CLIP, RGTrm with L = 12 layers,
@@ -36,14 +37,29 @@ ABLATIONS = {
 }
 
 
+# The paper's training stages II and III (§4, "Training"; stage I is configs/vidrd_vae.py). Stage II
+# pretrains the video UNet with text + DSG from steps I-II of the planner, training what is new on top
+# of the image weights (temporal layers, spatial self-attention as VidRD does, the DSG branch: RGTrm,
+# DSG cross-attention, per-frame affine, nulls); stage III updates the whole denoiser with the full
+# Dysen DSGs (step III imagination) from stage II's checkpoint: add
+# --config.init_from.checkpoint=STAGE2_WORKDIR. The text encoder and the VAE stay frozen in both.
+STAGE2_TRAINABLE = (r"^(rgtrm|null_dsg|null_text)/|temp_|transformer_in|frame_affine|/attn1/|/attn_dsg/|"
+                    r"/norm_dsg/")
+STAGES = {
+    "stage2": {"train.trainable": STAGE2_TRAINABLE, "planner.imagination": False},
+    "stage3": {"train.trainable": "", "planner.imagination": True},
+}
+
+
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
-    """`variant`: comma-separated names among the ABLATIONS, e.g. 'no_swc,no_rl_icl'."""
+    """`variant`: comma-separated names among the ABLATIONS and STAGES, e.g. 'stage2,no_rl_icl'."""
     c = base_config()
     for v in filter(None, (v.strip() for v in variant.split(","))):
-        if v not in ABLATIONS:
+        switches = {**ABLATIONS, **STAGES}
+        if v not in switches:
             raise ValueError(f"configs/paper.py has no variant {v!r}: use '' or any of "
-                             f"{', '.join(ABLATIONS)} (comma-separated)")
-        for key, value in ABLATIONS[v].items():
+                             f"{', '.join(switches)} (comma-separated)")
+        for key, value in switches[v].items():
             section, field = key.split(".")
             c[section][field] = value
     return c
@@ -125,6 +141,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.max_frames = 16         # per-frame affine (eq. 11) table size; >= data.num_frames
     c.model.dropout = 0.0
     c.model.dtype = "bfloat16"      # compute dtype; params are always float32
+    c.model.unet_remat = "full"     # UNet per-layer remat: none | full | dots | dots_no_batch (full: 16-frame clips fit)
 
     # Stable Diffusion's KL autoencoder, frozen (dysen_jax/models/vae.py VAEConfig fields only).
     c.vae = ml_collections.ConfigDict()

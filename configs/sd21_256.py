@@ -122,6 +122,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.max_frames = 16         # per-frame affine (eq. 11) table size; >= data.num_frames
     c.model.dropout = 0.0
     c.model.dtype = "bfloat16"      # compute dtype; params are always float32
+    c.model.unet_remat = "full"     # UNet per-layer remat: none | full | dots | dots_no_batch (full: 16-frame clips fit)
 
     # Stable Diffusion's KL autoencoder (dysen_jax/models/vae.py VAEConfig fields only): frozen
     # encoder; VidRD fine-tunes zero-init temporal convs in the decoder.

@@ -7,7 +7,8 @@ the paper's Table 4 ablations are variants too (`:no_dysen`, `:no_imagination`, 
 Variant `:latent` is latent diffusion as in the paper, with a tiny *random-init* VAE (no pretrained
 weights exist offline; 32 px frames -> 8x8x4 latents, `init_from.vae="random"`): it exercises the
 latent path (encode, DDIM in latent space, decode) end to end but its decoded videos are noise;
-`:smoke,latent` is the seconds-long version (16 px -> 4x4x4). Add
+`:smoke,latent` is the seconds-long version (16 px -> 4x4x4). `:small` is the benchmarks' second size
+(64 px, 16 frames, a 4-level UNet; benchmarks/train_step.py). Add
 `--config.data.precompute_latents=True` to store the VAE posterior in the TFRecords at preprocess.
 """
 
@@ -27,19 +28,21 @@ ABLATIONS = {
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
-    """`variant`: comma-separated names among 'smoke', 'latent' and the ABLATIONS, e.g. 'smoke,no_swc'."""
+    """`variant`: comma-separated names among 'smoke', 'latent', 'small' and the ABLATIONS, e.g. 'smoke,no_swc'."""
     c = base_config()
     for name in filter(None, (v.strip() for v in variant.split(","))):
         if name == "smoke":
             shrink_for_smoke_test(c)
         elif name == "latent":
             use_tiny_latent_vae(c)
+        elif name == "small":
+            grow_to_small(c)
         elif name in ABLATIONS:
             for key, value in ABLATIONS[name].items():
                 section, field = key.split(".")
                 c[section][field] = value
         else:
-            raise ValueError(f"configs/tiny.py has no variant {name!r}: use '', 'smoke', 'latent' or any of "
+            raise ValueError(f"configs/tiny.py has no variant {name!r}: use '', 'smoke', 'latent', 'small' or any of "
                              f"{', '.join(ABLATIONS)} (comma-separated)")
     return c
 
@@ -65,6 +68,20 @@ def shrink_for_smoke_test(c: ml_collections.ConfigDict) -> None:
     c.train.checkpoint_every = 2
     c.train.keep_checkpoints = 3
     c.sample.steps = 2
+
+
+def grow_to_small(c: ml_collections.ConfigDict) -> None:
+    """The "small" config of the benchmarks: 64 px, 16 frames, a 4-level 13M-param UNet at SD's
+    proportions (widths 32-256, 2 ResNets per level, attention below the top level)."""
+    c.data.resolution = 64
+    c.data.num_frames = 16
+    c.model.channels = (32, 64, 128, 256)
+    c.model.num_res_blocks = 2
+    c.model.attention_levels = (False, True, True, True)
+    c.model.heads = 4
+    c.model.rgtrm_width = 128
+    c.model.text_width = 128
+    c.dsg.max_steps = 16
 
 
 def use_tiny_latent_vae(c: ml_collections.ConfigDict) -> None:
@@ -150,6 +167,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.max_frames = 16         # per-frame affine (eq. 11) table size; >= data.num_frames
     c.model.dropout = 0.0
     c.model.dtype = "float32"       # compute dtype; params are always float32
+    c.model.unet_remat = "none"     # UNet per-layer remat (ResNet/transformer/temporal): none | full | dots | dots_no_batch
 
     # A tiny KL autoencoder for model.latent=True (dysen_jax/models/vae.py VAEConfig fields only):
     # 3 levels = x4 downsampling, 32 px -> 8x8x4 latents.

@@ -16,6 +16,9 @@ H^G, H^Y, MLP) -> temporal attention. With `temporal_causal` the temporal convs 
 the temporal attentions use the lower-triangular mask of eq. 12 and all their GroupNorms take
 per-frame statistics, so outputs for frames <= k do not depend on input frames > k.
 
+Memory: `config.remat` (model.unet_remat) wraps every ResNet, temporal conv, spatial transformer and
+temporal attention in `nn.remat` with that policy; module names, hence params, are unchanged.
+
 Conditioning: `contexts` maps a name to (features [B, F or 1, L, D], mask [B, F or 1, L]); a frame
 axis of F gives every frame its own context (the scene graph it shows), 1 shares it (the text).
 "text" feeds SD's cross-attention (attn2); every other name in `context_names` gets an added
@@ -31,6 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from dysen_jax.models.layers import Dtype, timestep_features
+from dysen_jax.models.rgtrm import remat_layer
 from dysen_jax.models.temporal import TemporalConvLayer, TransformerTemporal
 from dysen_jax.models.unet_blocks import (Downsample, ResnetBlock, TimestepEmbedding, Transformer2D, Upsample,
                                           conv2d, group_norm)
@@ -39,6 +43,22 @@ from dysen_jax.models.unet_config import UNet3DConfig
 Array = jax.Array
 Context = tuple[Array, Array]
 TEXT = "text"
+
+
+def temporal_conv_layer(cfg: UNet3DConfig, dtype: Dtype, name: str, h: Array, num_frames: int,
+                        deterministic: bool) -> Array:
+    """The TemporalConvLayer `name` applied to h [B*F, H, W, C], under `cfg.remat`."""
+    layer = TemporalConvLayer(cfg.norm_num_groups, cfg.temporal_causal, cfg.temporal_norm, 1e-5,
+                              cfg.temporal_dropout, dtype, name=name)
+    return remat_layer(lambda m, h: m(h, num_frames, deterministic), cfg.remat)(layer, h)
+
+
+def temporal_transformer(cfg: UNet3DConfig, heads: int, head_dim: int, dtype: Dtype, name: str, h: Array,
+                         num_frames: int, deterministic: bool) -> Array:
+    """The TransformerTemporal `name` applied to h [B*F, H, W, C], under `cfg.remat`."""
+    layer = TransformerTemporal(heads, head_dim, cfg.norm_num_groups, cfg.temporal_causal, cfg.temporal_norm,
+                                cfg.temporal_position == "sinusoidal", 1, cfg.temporal_dropout, dtype, name=name)
+    return remat_layer(lambda m, h: m(h, num_frames, deterministic), cfg.remat)(layer, h)
 
 
 class _Level(nn.Module):
@@ -51,12 +71,12 @@ class _Level(nn.Module):
 
     def resnet_and_temp_conv(self, j: int, h: Array, temb: Array, num_frames: int, deterministic: bool) -> Array:
         cfg = self.config
-        h = ResnetBlock(cfg.block_out_channels[self.level], cfg.norm_num_groups, cfg.norm_eps,
-                        self.output_scale, cfg.max_frames if cfg.frame_affine else 0, cfg.dropout, self.dtype,
-                        name=f"resnets_{j}")(h, temb, num_frames, deterministic)
+        resnet = ResnetBlock(cfg.block_out_channels[self.level], cfg.norm_num_groups, cfg.norm_eps,
+                             self.output_scale, cfg.max_frames if cfg.frame_affine else 0, cfg.dropout, self.dtype,
+                             name=f"resnets_{j}")
+        h = remat_layer(lambda m, h, temb: m(h, temb, num_frames, deterministic), cfg.remat)(resnet, h, temb)
         if cfg.temporal_conv:
-            h = TemporalConvLayer(cfg.norm_num_groups, cfg.temporal_causal, cfg.temporal_norm, 1e-5,
-                                  cfg.temporal_dropout, self.dtype, name=f"temp_convs_{j}")(h, num_frames, deterministic)
+            h = temporal_conv_layer(cfg, self.dtype, f"temp_convs_{j}", h, num_frames, deterministic)
         return h
 
     def attention_pair(self, j: int, h: Array, contexts: Mapping[str, Context], num_frames: int,
@@ -64,14 +84,14 @@ class _Level(nn.Module):
         cfg = self.config
         heads = cfg.num_attention_heads[self.level]
         extra = tuple(n for n in self.context_names if n != TEXT)
-        h = Transformer2D(heads, cfg.transformer_layers_per_block, cfg.norm_num_groups, TEXT, extra,
-                          cfg.upcast_attention, cfg.dropout, self.dtype, cfg.attention_chunk, name=f"attentions_{j}")(
-            h, contexts, num_frames, deterministic)
+        spatial = Transformer2D(heads, cfg.transformer_layers_per_block, cfg.norm_num_groups, TEXT, extra,
+                                cfg.upcast_attention, cfg.dropout, self.dtype, cfg.attention_chunk,
+                                name=f"attentions_{j}")
+        h = remat_layer(lambda m, h, contexts: m(h, contexts, num_frames, deterministic), cfg.remat)(
+            spatial, h, contexts)
         if cfg.temporal_attention:
-            h = TransformerTemporal(heads, h.shape[-1] // heads, cfg.norm_num_groups, cfg.temporal_causal,
-                                    cfg.temporal_norm, cfg.temporal_position == "sinusoidal", 1,
-                                    cfg.temporal_dropout, self.dtype, name=f"temp_attentions_{j}")(
-                h, num_frames, deterministic)
+            h = temporal_transformer(cfg, heads, h.shape[-1] // heads, self.dtype, f"temp_attentions_{j}", h,
+                                     num_frames, deterministic)
         return h
 
     @property
@@ -173,9 +193,8 @@ class UNet3D(nn.Module):
 
         h = conv2d(ch0, self.dtype, "conv_in")(x.reshape(b * f, hh, ww, c).astype(self.dtype))
         if cfg.temporal_transformer_in:
-            h = TransformerTemporal(cfg.transformer_in_heads, cfg.transformer_in_head_dim, cfg.norm_num_groups,
-                                    cfg.temporal_causal, cfg.temporal_norm, cfg.temporal_position == "sinusoidal",
-                                    1, cfg.temporal_dropout, self.dtype, name="transformer_in")(h, f, deterministic)
+            h = temporal_transformer(cfg, cfg.transformer_in_heads, cfg.transformer_in_head_dim, self.dtype,
+                                     "transformer_in", h, f, deterministic)
         skips = [h]
         for i in range(cfg.num_levels):
             h, level_skips = level(DownBlock, i, f"down_blocks_{i}")(h, temb, contexts, f, deterministic)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping, Sequence
 
+from dysen_jax.models.rgtrm import REMAT_OPTIONS
+
 TEMPORAL_NORMS = ("frame", "clip")
 TEMPORAL_POSITIONS = ("none", "sinusoidal")
 
@@ -35,6 +37,12 @@ class UNet3DConfig:
     "clip" over the whole clip (ModelScope). `temporal_position` "sinusoidal" adds frame positions
     before the temporal attentions. `frame_affine` adds eq. 11's per-frame scale/shift after each
     ResNet's first conv (table of `max_frames` rows). All of these are the identity at init.
+
+    `remat` (model.unet_remat) recomputes every ResNet, temporal conv, spatial transformer and temporal
+    attention in the backward pass under that `nn.remat` policy ("none": store all activations; "full":
+    keep only each layer's inputs; "dots": also every matmul output; "dots_no_batch": only the
+    matmuls without batch dims, i.e. weights, not attention scores). Same function and parameter
+    tree; less memory for more compute.
     """
 
     block_out_channels: tuple[int, ...] = (320, 640, 1280, 1280)
@@ -56,6 +64,7 @@ class UNet3DConfig:
     dropout: float = 0.0
     zero_init_conv_out: bool = True          # fresh init only: the untrained model predicts 0
     attention_chunk: int = 128               # spatial self-attention in query blocks (0: one block); same result
+    remat: str = "none"                      # per-layer nn.remat policy: none | full | dots | dots_no_batch
     # ours
     max_frames: int = 16
     frame_affine: bool = True
@@ -89,6 +98,8 @@ class UNet3DConfig:
             raise ValueError(f"temporal_norm={self.temporal_norm!r}: use one of {TEMPORAL_NORMS}")
         if self.temporal_position not in TEMPORAL_POSITIONS:
             raise ValueError(f"temporal_position={self.temporal_position!r}: use one of {TEMPORAL_POSITIONS}")
+        if self.remat not in REMAT_OPTIONS:
+            raise ValueError(f"UNet3DConfig.remat (model.unet_remat)={self.remat!r}: use one of {REMAT_OPTIONS}")
         if self.temporal_causal and self.temporal_norm != "frame":
             raise ValueError("temporal_causal=True needs temporal_norm='frame': clip-wide GroupNorm statistics "
                              "let later frames change earlier ones")
@@ -227,4 +238,5 @@ def from_model_config(model_cfg: Mapping[str, Any]) -> UNet3DConfig:
         temporal_causal=bool(model_cfg["temporal_causal"]), temporal_norm=str(get("temporal_norm", "frame")),
         temporal_position=str(get("temporal_position", "sinusoidal")),
         temporal_dropout=float(get("temporal_dropout", 0.0)),
-        attention_chunk=int(get("attention_chunk", d.attention_chunk))).validate()
+        attention_chunk=int(get("attention_chunk", d.attention_chunk)),
+        remat=str(get("unet_remat", d.remat))).validate()
