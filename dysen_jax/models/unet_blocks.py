@@ -10,13 +10,15 @@ frames. The two additions to diffusers' blocks are identity at init: eq. 11's pe
 
 from __future__ import annotations
 
+import functools
+import math
 from typing import Mapping
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from dysen_jax.models.layers import Dtype, FrameAffine, flat_attention, key_mask
+from dysen_jax.models.layers import Dtype, FrameAffine, LayerNorm, flat_attention, key_mask
 
 Array = jax.Array
 Context = tuple[Array, Array]
@@ -27,9 +29,9 @@ def group_norm(groups: int, eps: float, dtype: Dtype, name: str) -> nn.GroupNorm
     return nn.GroupNorm(num_groups=groups, epsilon=eps, dtype=dtype, use_fast_variance=False, name=name)
 
 
-def layer_norm(dtype: Dtype, name: str) -> nn.LayerNorm:
-    """torch.nn.LayerNorm equivalent (eps 1e-5, not flax's 1e-6)."""
-    return nn.LayerNorm(epsilon=1e-5, dtype=dtype, use_fast_variance=False, name=name)
+def layer_norm(dtype: Dtype, name: str) -> LayerNorm:
+    """torch.nn.LayerNorm equivalent (eps 1e-5, not flax's 1e-6; params as flax nn.LayerNorm's)."""
+    return LayerNorm(epsilon=1e-5, dtype=dtype, name=name)
 
 
 def conv2d(features: int, dtype: Dtype, name: str, kernel: int = 3, stride: int = 1, padding: int = 1,
@@ -52,17 +54,89 @@ class TimestepEmbedding(nn.Module):
         return nn.Dense(self.width, dtype=self.dtype, name="linear_2")(h)
 
 
-def chunked_attention(q: Array, k: Array, v: Array, mask: Array | None, chunk: int) -> Array:
-    """`flat_attention` with the queries in blocks of `chunk`, each block under jax.checkpoint.
+def _query_blocks(a: Array, chunk: int) -> Array:
+    """[N, Q, ...] -> [Q / chunk, N, chunk, ...]."""
+    return jnp.moveaxis(a.reshape((a.shape[0], a.shape[1] // chunk, chunk) + a.shape[2:]), 1, 0)
 
-    Same result; the [chunk, K] score blocks stay in cache and are recomputed in the backward pass
-    instead of storing [Q, K] scores (on this CPU 3x faster fwd+bwd at 1024 tokens, close to torch's
-    fused SDPA; on accelerators it bounds the memory). Falls back to one block when Q is not a multiple
-    of `chunk` or the mask varies along the queries.
+
+def _merge_blocks(a: Array) -> Array:
+    """Inverse of `_query_blocks`."""
+    a = jnp.moveaxis(a, 0, 1)
+    return a.reshape((a.shape[0], -1) + a.shape[3:])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def blockwise_attention(q: Array, k: Array, v: Array, chunk: int) -> Array:
+    """Unmasked softmax attention q [N, Q, h, d], k/v [N, K, h, d] -> [N, Q, h, d], queries in blocks of
+    `chunk` (Q a multiple of it), with a flash-attention backward pass.
+
+    Forward: per block, scores [N, h, chunk, K] (float32), softmax, weighted values; it keeps only the
+    output and the per-query log-sum-exp. Backward: per block, recomputes p = exp(s - lse) and forms
+    dv += p^T g, ds = p (g v^T - rowsum(g o)), dq = ds k, dk += ds^T q: one score recomputation and
+    no softmax re-normalisation, where autodiff of a checkpointed block recomputes the whole forward
+    block (values matmul included). On this CPU 1.9x faster fwd+bwd than that at 1024 tokens; never
+    holds the [Q, K] scores, so the memory stays O(chunk K) on accelerators too.
+    """
+    return _blockwise_fwd(q, k, v, chunk)[0]
+
+
+def _block_scores(q: Array, k: Array) -> Array:
+    return jnp.einsum("nqhd,nkhd->nhqk", q, k).astype(jnp.float32) / math.sqrt(q.shape[-1])
+
+
+def _blockwise_fwd(q: Array, k: Array, v: Array, chunk: int) -> tuple[Array, tuple[Array, ...]]:
+    def block(q_block: Array) -> tuple[Array, Array]:
+        scores = _block_scores(q_block, k)
+        top = jnp.max(scores, axis=-1, keepdims=True)
+        weights = jnp.exp(scores - top)
+        total = jnp.sum(weights, axis=-1, keepdims=True)
+        out = jnp.einsum("nhqk,nkhd->nqhd", (weights / total).astype(v.dtype), v)
+        return out, (top + jnp.log(total))[..., 0]
+
+    out_blocks, log_sum_exp = jax.lax.map(block, _query_blocks(q, chunk))
+    return _merge_blocks(out_blocks), (q, k, v, out_blocks, log_sum_exp)
+
+
+def _blockwise_bwd(chunk: int, residuals: tuple[Array, ...], grad: Array) -> tuple[Array, Array, Array]:
+    q, k, v, out_blocks, log_sum_exp = residuals
+    grad_blocks = _query_blocks(grad, chunk)
+    row_dot = jnp.einsum("cnqhd,cnqhd->cnhq", grad_blocks.astype(jnp.float32), out_blocks.astype(jnp.float32))
+
+    def block(carry: tuple[Array, Array], xs: tuple[Array, ...]) -> tuple[tuple[Array, Array], Array]:
+        dk, dv = carry
+        q_block, g_block, lse, rd = xs
+        weights = jnp.exp(_block_scores(q_block, k) - lse[..., None])
+        dv = dv + jnp.einsum("nhqk,nqhd->nkhd", weights, g_block.astype(jnp.float32))
+        dp = jnp.einsum("nqhd,nkhd->nhqk", g_block, v).astype(jnp.float32)
+        ds = weights * (dp - rd[..., None]) / math.sqrt(q.shape[-1])
+        dk = dk + jnp.einsum("nhqk,nqhd->nkhd", ds, q_block.astype(jnp.float32))
+        return (dk, dv), jnp.einsum("nhqk,nkhd->nqhd", ds, k.astype(jnp.float32)).astype(q.dtype)
+
+    zeros = lambda a: jnp.zeros(a.shape, jnp.float32)
+    (dk, dv), dq_blocks = jax.lax.scan(block, (zeros(k), zeros(v)),
+                                       (_query_blocks(q, chunk), grad_blocks, log_sum_exp, row_dot))
+    return _merge_blocks(dq_blocks), dk.astype(k.dtype), dv.astype(v.dtype)
+
+
+blockwise_attention.defvjp(_blockwise_fwd, _blockwise_bwd)
+
+
+def chunked_attention(q: Array, k: Array, v: Array, mask: Array | None, chunk: int) -> Array:
+    """`flat_attention` with the queries in blocks of `chunk`: same result, less memory and time.
+
+    Unmasked (self-attention): `blockwise_attention` on the flattened batch dims. Masked with a mask
+    that is constant along the queries: each block under jax.checkpoint, so the [chunk, K] score
+    blocks are recomputed in the backward pass instead of stored. Falls back to one block when Q is
+    not a multiple of `chunk` or the mask varies along the queries.
     """
     num_q = q.shape[-3]
     if not chunk or num_q <= chunk or num_q % chunk or (mask is not None and mask.shape[-2] != 1):
         return flat_attention(q, k, v, mask)
+    if mask is None:
+        batch = jnp.broadcast_shapes(q.shape[:-3], k.shape[:-3], v.shape[:-3])
+        flat = lambda a: jnp.broadcast_to(a, batch + a.shape[-3:]).reshape((-1,) + a.shape[-3:])
+        out = blockwise_attention(flat(q), flat(k), flat(v), chunk)
+        return out.reshape(batch + out.shape[1:])
     blocks = jnp.moveaxis(q.reshape(q.shape[:-3] + (num_q // chunk, chunk) + q.shape[-2:]), -4, 0)
     block = jax.checkpoint(lambda qb: flat_attention(qb, k, v, mask))
     out = jnp.moveaxis(jax.lax.map(block, blocks), 0, -4)
