@@ -50,22 +50,26 @@ def _inputs(args):
     return x, np.full((args.batch,), 500, np.int64), text
 
 
-def _timed(step, warmup: int, steps: int) -> tuple[float, float]:
-    """(seconds of the first call, median seconds of `steps` calls after `warmup`)."""
+def _warm(step, warmup: int) -> float:
+    """Seconds of the first call (compilation for JAX), then `warmup - 1` more calls."""
     t0 = time.perf_counter()
     step()
     first = time.perf_counter() - t0
     for _ in range(warmup - 1):
         step()
+    return first
+
+
+def _median_time(step, steps: int) -> float:
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
         step()
         times.append(time.perf_counter() - t0)
-    return first, statistics.median(times)
+    return statistics.median(times)
 
 
-def run_ours(args) -> dict:
+def run_ours(args) -> tuple:
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -85,12 +89,11 @@ def run_ours(args) -> dict:
         loss = lambda p: jnp.mean(jnp.square(model.apply(p, x, t, contexts)))
         return jax.value_and_grad(loss)(params)
 
-    first, median = _timed(lambda: jax.block_until_ready(step(params, x)), args.warmup, args.steps)
     num = sum(int(np.prod(s.shape)) for s in jax.tree.leaves(shapes))
-    return {"first_s": first, "median_s": median, "num_params": num, "version": f"jax {jax.__version__}"}
+    return lambda: jax.block_until_ready(step(params, x)), {"num_params": num, "version": f"jax {jax.__version__}"}
 
 
-def run_diffusers(args) -> dict:
+def run_diffusers(args) -> tuple:
     import torch
     from diffusers import UNet3DConditionModel
 
@@ -105,10 +108,8 @@ def run_diffusers(args) -> dict:
         loss = model(xt, tt, encoder_hidden_states=ctx).sample.square().mean()
         loss.backward()
 
-    first, median = _timed(step, args.warmup, args.steps)
     num = sum(p.numel() for p in model.parameters())
-    return {"first_s": first, "median_s": median, "num_params": num, "version": f"torch {torch.__version__}",
-            "torch_threads": torch.get_num_threads()}
+    return step, {"num_params": num, "version": f"torch {torch.__version__}", "torch_threads": torch.get_num_threads()}
 
 
 def machine() -> str:
@@ -128,30 +129,58 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=4)
     parser.add_argument("--size", type=int, default=32, help="latent height = width")
     parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating timed rounds per side")
     parser.add_argument("--child", choices=("ours", "diffusers"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(run_ours(args) if args.child == "ours" else run_diffusers(args)))
+        child_loop(args)
         return
-    results = {}
-    for child in ("ours", "diffusers"):
-        cmd = [sys.executable, os.path.abspath(__file__), f"--child={child}", f"--steps={args.steps}",
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": path}   # dysen_jax importable uninstalled
+    children, info = {}, {}
+    for name in ("ours", "diffusers"):   # one at a time: compilation / set-up does not overlap
+        cmd = [sys.executable, os.path.abspath(__file__), f"--child={name}", f"--steps={args.steps}",
                f"--warmup={args.warmup}", f"--frames={args.frames}", f"--size={args.size}", f"--batch={args.batch}"]
-        env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-        done = subprocess.run(cmd, capture_output=True, text=True, env=env,
-                              cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        if done.returncode:
-            sys.exit(f"{child} failed:\n{done.stderr[-3000:]}")
-        results[child] = json.loads(done.stdout.strip().splitlines()[-1])
-    ours, ref = results["ours"], results["diffusers"]
+        children[name] = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+                                          cwd=root)
+        info[name] = _reply(children[name], name)
+    times = {name: [] for name in children}
+    for _ in range(args.rounds):          # alternate, so both sides see the same machine load
+        for name, child in children.items():
+            child.stdin.write("go\n")
+            child.stdin.flush()
+            times[name].append(_reply(child, name)["median_s"])
+    for child in children.values():
+        child.stdin.close()
+        child.wait()
+    ratios = [o / d for o, d in zip(times["ours"], times["diffusers"])]
+    ours, ref = info["ours"], info["diffusers"]
     print(json.dumps({
-        "ours_s": round(ours["median_s"], 4), "diffusers_s": round(ref["median_s"], 4),
-        "ratio": round(ours["median_s"] / ref["median_s"], 3),
+        "ours_s": round(statistics.median(times["ours"]), 4), "diffusers_s": round(statistics.median(times["diffusers"]), 4),
+        "ratio": round(statistics.median(ratios), 3), "round_ratios": [round(r, 3) for r in ratios],
+        "round_s": {k: [round(t, 4) for t in v] for k, v in times.items()},
         "ours_compile_s": round(ours["first_s"], 1), "num_params": [ours["num_params"], ref["num_params"]],
-        "shape": [args.batch, args.frames, args.size, args.size, 4], "steps": args.steps,
+        "shape": [args.batch, args.frames, args.size, args.size, 4], "steps": args.steps, "rounds": args.rounds,
         "versions": [ours["version"], ref["version"]], "torch_threads": ref["torch_threads"],
         "machine": machine(), "load_avg": os.getloadavg()[0], "config": CONFIG}))
 
+
+def child_loop(args) -> None:
+    """Child side: build and warm up one model, print its info; then per stdin line, time `steps` steps
+    and print {"median_s"}; exit at EOF."""
+    step, info = run_ours(args) if args.child == "ours" else run_diffusers(args)
+    info["first_s"] = _warm(step, args.warmup)
+    print(json.dumps(info), flush=True)
+    for _ in sys.stdin:
+        print(json.dumps({"median_s": _median_time(step, args.steps)}), flush=True)
+
+
+def _reply(child: subprocess.Popen, name: str) -> dict:
+    line = child.stdout.readline()
+    if not line:
+        sys.exit(f"{name} benchmark process failed (exit {child.wait()}); see its stderr above")
+    return json.loads(line)
 
 if __name__ == "__main__":
     main()

@@ -1,4 +1,6 @@
-"""UNet3D remat policies (model.unet_remat): same parameter tree, loss and gradients as no remat."""
+"""UNet3D memory savers: remat policies (model.unet_remat) give the same parameter tree, loss and
+gradients as no remat; the blockwise (flash-backward) self-attention the same values and gradients
+as plain attention."""
 
 from __future__ import annotations
 
@@ -9,7 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from dysen_jax.models.layers import flat_attention
 from dysen_jax.models.unet3d import UNet3D
+from dysen_jax.models.unet_blocks import chunked_attention
 from dysen_jax.models.unet_config import UNet3DConfig, from_model_config
 from tests.helpers import tiny_test_config
 
@@ -68,3 +72,18 @@ def test_unet_remat_config_key():
     cfg.model.unet_remat = "everything"
     with pytest.raises(ValueError, match="model.unet_remat"):
         from_model_config(cfg.model)
+
+
+def test_blockwise_attention_matches_plain_attention():
+    rng = np.random.default_rng(1)
+    q, k, v = (jnp.asarray(rng.standard_normal(shape), jnp.float32)
+               for shape in ((2, 3, 16, 2, 4), (2, 1, 16, 2, 4), (2, 3, 16, 2, 4)))   # k broadcasts over axis 1
+    probe = jnp.asarray(rng.standard_normal((2, 3, 16, 2, 4)), jnp.float32)
+    loss = lambda fn: lambda q, k, v: jnp.sum(jnp.sin(fn(q, k, v)) * probe)
+    grad = lambda fn: jax.jit(jax.value_and_grad(loss(fn), argnums=(0, 1, 2)))(q, k, v)
+    (ref_loss, ref_grads), (loss_b, grads_b) = grad(lambda *a: flat_attention(*a, None)), grad(
+        lambda *a: chunked_attention(*a, None, 4))
+    np.testing.assert_allclose(loss_b, ref_loss, rtol=1e-5)
+    for r, b in zip(ref_grads, grads_b):
+        assert r.shape == b.shape
+        np.testing.assert_allclose(b, r, rtol=1e-4, atol=1e-5)
