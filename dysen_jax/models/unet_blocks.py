@@ -81,7 +81,7 @@ def blockwise_attention(q: Array, k: Array, v: Array, chunk: int) -> Array:
 
 
 def _block_scores(q: Array, k: Array) -> Array:
-    return jnp.einsum("nqhd,nkhd->nhqk", q, k).astype(jnp.float32) / math.sqrt(q.shape[-1])
+    return jnp.einsum("nqhd,nkhd->nhqk", q, k, preferred_element_type=jnp.float32) / math.sqrt(q.shape[-1])
 
 
 def _blockwise_fwd(q: Array, k: Array, v: Array, chunk: int) -> tuple[Array, tuple[Array, ...]]:
@@ -90,24 +90,24 @@ def _blockwise_fwd(q: Array, k: Array, v: Array, chunk: int) -> tuple[Array, tup
         top = jnp.max(scores, axis=-1, keepdims=True)
         weights = jnp.exp(scores - top)
         total = jnp.sum(weights, axis=-1, keepdims=True)
-        out = jnp.einsum("nhqk,nkhd->nqhd", (weights / total).astype(v.dtype), v)
+        out = jnp.einsum("nhqk,nkhd->nqhd", (weights / total).astype(v.dtype), v, preferred_element_type=jnp.float32)
         return out, (top + jnp.log(total))[..., 0]
 
-    out_blocks, log_sum_exp = jax.lax.map(block, _query_blocks(q, chunk))
-    return _merge_blocks(out_blocks), (q, k, v, out_blocks, log_sum_exp)
+    out_blocks, log_sum_exp = jax.lax.map(block, _query_blocks(q, chunk))   # float32: kept for rowsum(g o)
+    return _merge_blocks(out_blocks).astype(v.dtype), (q, k, v, out_blocks, log_sum_exp)
 
 
 def _blockwise_bwd(chunk: int, residuals: tuple[Array, ...], grad: Array) -> tuple[Array, Array, Array]:
     q, k, v, out_blocks, log_sum_exp = residuals
     grad_blocks = _query_blocks(grad, chunk)
-    row_dot = jnp.einsum("cnqhd,cnqhd->cnhq", grad_blocks.astype(jnp.float32), out_blocks.astype(jnp.float32))
+    row_dot = jnp.einsum("cnqhd,cnqhd->cnhq", grad_blocks.astype(jnp.float32), out_blocks)
 
     def block(carry: tuple[Array, Array], xs: tuple[Array, ...]) -> tuple[tuple[Array, Array], Array]:
         dk, dv = carry
         q_block, g_block, lse, rd = xs
         weights = jnp.exp(_block_scores(q_block, k) - lse[..., None])
         dv = dv + jnp.einsum("nhqk,nqhd->nkhd", weights, g_block.astype(jnp.float32))
-        dp = jnp.einsum("nqhd,nkhd->nhqk", g_block, v).astype(jnp.float32)
+        dp = jnp.einsum("nqhd,nkhd->nhqk", g_block, v, preferred_element_type=jnp.float32)
         ds = weights * (dp - rd[..., None]) / math.sqrt(q.shape[-1])
         dk = dk + jnp.einsum("nhqk,nqhd->nkhd", ds, q_block.astype(jnp.float32))
         return (dk, dv), jnp.einsum("nhqk,nkhd->nqhd", ds, k.astype(jnp.float32)).astype(q.dtype)
