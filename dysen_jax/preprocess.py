@@ -4,7 +4,10 @@
     python -m dysen_jax.preprocess ... --shard_index=1 --num_shards=4    # this process: shards 1, 5, 9, ...
     python -m dysen_jax.preprocess ... --finalize                        # only merge markers -> manifest
 
-Inputs (`dysen_jax.data.sources`): the synthetic dataset, or a caption file (JSONL/CSV with video paths).
+Inputs (`dysen_jax.data.sources`): the synthetic dataset, or a caption file (JSONL/CSV with video paths),
+mixed with pseudo-videos made from a caption file of images (data.image_captions_file,
+data.pseudo_video_ratio); how clips are cut (frame stride, random start, crop, camera moves) is
+config.data too, seeded per item (see sources.py).
 Output: config.data.num_shards files named like records.SHARD_PATTERN; item i goes to the shard whose
 contiguous index range holds it, in index order, so every way of running the job (one process, several,
 resumed, Beam) writes byte-identical files.
@@ -105,6 +108,8 @@ class ItemResult:
 def _failure(item: Item, stage: str, error: str, planned_by: str | None = None) -> ItemResult:
     record = {"index": item.index, "caption": item.caption, "video": item.video_path, "stage": stage,
               "error": error}
+    if item.image_path:  # a pseudo-video's image
+        record["image"] = item.image_path
     return ItemResult(item.index, None, record, planned_by)
 
 

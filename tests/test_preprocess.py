@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from dysen_jax import preprocess as preprocess_lib
-from dysen_jax.data import sources
+from dysen_jax.data import sources, video_decode
 from dysen_jax.data.pipeline import make_dataset
 from dysen_jax.data.records import FAILURES, manifest_spec_and_vocab, read_manifest
 from dysen_jax.data.video_io import read_video, write_video
@@ -235,8 +235,8 @@ def test_caption_file_input_and_bad_rows_go_to_failures(tmp_path, fmt):
 
 
 def test_fit_video_samples_evenly_and_crops_the_centre():
-    np.testing.assert_array_equal(sources.sample_frame_indices(16, 8), [1, 3, 5, 7, 9, 11, 13, 15])
-    np.testing.assert_array_equal(sources.sample_frame_indices(3, 6), [0, 0, 1, 1, 2, 2])
+    np.testing.assert_array_equal(video_decode.sample_frame_indices(16, 8), [1, 3, 5, 7, 9, 11, 13, 15])
+    np.testing.assert_array_equal(video_decode.sample_frame_indices(3, 6), [0, 0, 1, 1, 2, 2])
     frames = np.zeros((4, 20, 40, 3), np.uint8)
     frames[:, :, 10:30] = 200  # the centre square is bright, the side bands dark
     out = sources.fit_video(frames, 2, 10)

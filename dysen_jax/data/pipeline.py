@@ -74,7 +74,7 @@ def stream_seed(seed: int, stream_index: int) -> int:
 
 def make_dataset(data_dir: str, spec: RecordSpec, batch_size: int, seed: int, *, start_step: int = 0,
                  shuffle_buffer: int = 512, num_streams: int = 1, streams: Sequence[int] | None = None,
-                 process_index: int = 0, process_count: int = 1, repeat: bool = True):
+                 process_index: int = 0, process_count: int = 1, repeat: bool = True, video: bool | None = None):
     """Batched tf.data.Dataset of this process's rows of every global batch (`batch_size` rows per batch).
 
     The global batch is `num_streams` (config.data.input_streams) blocks of equal size, block s from
@@ -82,6 +82,8 @@ def make_dataset(data_dir: str, spec: RecordSpec, batch_size: int, seed: int, *,
     resume. This process builds `streams` (default: the contiguous block of num_streams/process_count
     streams of `process_index`; train.py passes the ones its devices hold, parallel/distributed.py:
     local_input) and concatenates them in order, so the data order is the same for any process count.
+    `video` as in `parse_fn`: None = the pixels only when the records hold no latents; True = always
+    (the autoencoder stage reads pixels from latent-precomputed records).
     """
     import tensorflow as tf
 
@@ -96,7 +98,7 @@ def make_dataset(data_dir: str, spec: RecordSpec, batch_size: int, seed: int, *,
         raise ValueError(f"batch of {batch_size} rows cannot be split over input streams {streams}: "
                          "config.train.batch_size must be divisible by config.data.input_streams")
     rows = batch_size // len(streams)
-    parse = parse_fn(spec)
+    parse = parse_fn(spec, video)
 
     def stream(index: int):
         files = shard_files(data_dir, index, num_streams)
