@@ -191,7 +191,15 @@ def base_config() -> ml_collections.ConfigDict:
     c.sample = ml_collections.ConfigDict()
     c.sample.steps = 50
     c.sample.eta = 0.0
-    c.sample.guidance = 10.0
+    c.sample.sampler = "ddim"        # ddim | ddpm (ancestral, = DDIM with eta 1; eta is then ignored)
+    c.sample.guidance = 10.0         # text guidance scale s_text (compositional CFG, diffusion/samplers.py)
+    c.sample.dsg_guidance = 10.0     # DSG scale s_dsg given the text; = guidance: classic CFG (2 branches); 1, 1 = conditional
+    c.sample.negative_prompt = ""   # text the unconditional branches see instead of the null text; "" = none
+    c.sample.num_frames = 0         # video frames: 0 = one clip (data.num_frames = N), k*N = a VidRD long video of k clips
+    c.sample.prompt_frames = 4      # VidRD M: clip k's last M frames prompt clip k+1 (staged guidance, eq. 8)
+    c.sample.pns_alpha = 4.0        # VidRD past-dependent noise sampling alpha (eq. 7); 0 = fresh noise, inf = FNR only
+    c.sample.staged_beta = 0.4      # VidRD staged guidance beta in [0, 1] (eq. 8); 0 = no copying
+    c.sample.batch_size = 1         # prompts sampled together with --prompts FILE
     c.sample.prompt = "a woman puts a bottle of water on the table, then sits down and reads a book"
     c.sample.fps = 8
     return c
