@@ -86,6 +86,13 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.plan_batch_size = 64     # captions planned per batch (the LLM's requests of a batch run concurrently)
     c.data.precompute_latents = False  # True: preprocess stores the VAE posterior (mean, logvar) per clip; training skips the encoder
     c.data.latent_batch_size = 4    # clips per VAE encoder call in preprocess (precompute_latents)
+    c.data.frame_stride = 4         # every 4th frame (paper: 16 keyframes from a 2 s clip); 0 = spread over the video
+    c.data.random_start = True      # the clip starts at a random frame (else the centred window)
+    c.data.crop = "center"          # square cut along the longer side, then resized (paper: centre crop) | random
+    c.data.image_captions_file = ""  # .jsonl {"caption","image"} / .csv caption,image: images that become pseudo-videos
+    c.data.pseudo_video_ratio = 0.0  # fraction of items that are pseudo-videos (VidRD §4.2 zoom + pan); 1 = images only
+    c.data.zoom_range = (1.0, 1.5)  # pseudo-videos: zoom of the first / last frame, each uniform in (min, max); 1 = whole
+    c.data.pan = 0.2                # pseudo-videos: largest move of the crop centre per axis, / the shorter side
 
     # Planner (steps I-III with an LLM, D = 5 RL-chosen demonstrations): dysen_jax/planner/settings.py.
     c.planner = planner_config()

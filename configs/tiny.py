@@ -109,6 +109,13 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.plan_batch_size = 64     # captions planned per batch (the LLM's requests of a batch run concurrently)
     c.data.precompute_latents = False  # True (needs model.latent): preprocess stores the VAE posterior per clip
     c.data.latent_batch_size = 8    # clips per VAE encoder call in preprocess (precompute_latents)
+    c.data.frame_stride = 0         # real videos: 0 = F frames spread over the whole video; k = every k-th frame
+    c.data.random_start = False     # with frame_stride: the clip starts at a random frame (else the centred window)
+    c.data.crop = "center"          # square cut along the longer side, then resized: center | random
+    c.data.image_captions_file = ""  # .jsonl {"caption","image"} / .csv caption,image: images that become pseudo-videos
+    c.data.pseudo_video_ratio = 0.0  # fraction of items that are pseudo-videos (VidRD §4.2 zoom + pan); 1 = images only
+    c.data.zoom_range = (1.0, 1.5)  # pseudo-videos: zoom of the first / last frame, each uniform in (min, max); 1 = whole
+    c.data.pan = 0.2                # pseudo-videos: largest move of the crop centre per axis, / the shorter side
 
     # Planner used by preprocess and sample: every key is documented in dysen_jax/planner/settings.py.
     c.planner = planner_config()
