@@ -68,6 +68,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.plan_batch_size = 64     # captions planned per batch (the LLM's requests of a batch run concurrently)
     c.data.precompute_latents = False  # True: preprocess stores the VAE posterior (mean, logvar) per clip; training skips the encoder
     c.data.latent_batch_size = 4    # clips per VAE encoder call in preprocess (precompute_latents)
+    c.data.input_streams = 1        # the global batch is S tf.data streams: S = a multiple of the process count; data order depends on S only
     c.data.frame_stride = 4         # VidRD §5.1: frames sampled every 4 frames; 0 = spread over the whole video
     c.data.random_start = True      # VidRD: the starting frame is random along the timeline (else the centred window)
     c.data.crop = "random"          # VidRD: shorter side resized, then a random crop | center

@@ -109,6 +109,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.plan_batch_size = 64     # captions planned per batch (the LLM's requests of a batch run concurrently)
     c.data.precompute_latents = False  # True (needs model.latent): preprocess stores the VAE posterior per clip
     c.data.latent_batch_size = 8    # clips per VAE encoder call in preprocess (precompute_latents)
+    c.data.input_streams = 1        # the global batch is S tf.data streams: S = a multiple of the process count; data order depends on S only
     c.data.frame_stride = 0         # real videos: 0 = F frames spread over the whole video; k = every k-th frame
     c.data.random_start = False     # with frame_stride: the clip starts at a random frame (else the centred window)
     c.data.crop = "center"          # square cut along the longer side, then resized: center | random

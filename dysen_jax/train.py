@@ -148,7 +148,7 @@ def train(config: Any, workdir: str, show_progress: bool = True) -> dict[str, An
         out_shardings=(state_shardings, replicated(mesh)),
         donate_argnums=(0,))
     base_key = jax.device_put(jax.random.PRNGKey(config.seed + 1), replicated(mesh))
-    num_streams = int(config.data.get("input_streams", 1))  # data order independent of the process count
+    num_streams = int(config.data.input_streams)  # data order independent of the process count
     input_streams, local_batch = local_input(data_sharding, config.train.batch_size, num_streams)
     dataset = make_dataset(experiment.data_dir, experiment.spec, local_batch, config.seed,
                            start_step=start_step, shuffle_buffer=config.data.shuffle_buffer,

@@ -352,7 +352,7 @@ def train_autoencoder(config: Any, workdir: str, show_progress: bool = True) -> 
                          in_shardings=(state_shardings, data_sharding, replicated(mesh)),
                          out_shardings=(state_shardings, replicated(mesh)), donate_argnums=(0,))
     base_key = jax.device_put(jax.random.PRNGKey(config.seed + 1), replicated(mesh))
-    num_streams = int(config.data.get("input_streams", 1))  # as train.py: data order independent of hosts
+    num_streams = int(config.data.input_streams)  # as train.py: data order independent of hosts
     input_streams, local_batch = local_input(data_sharding, config.train.batch_size, num_streams)
     dataset = make_dataset(data_dir, spec, local_batch, config.seed, start_step=start_step,
                            shuffle_buffer=config.data.shuffle_buffer, num_streams=num_streams,
