@@ -8,12 +8,20 @@ import numpy as np
 import pytest
 from jax.tree_util import Partial
 
-from dysen_jax.diffusion import (ddim_sample, ddim_step, ddim_timesteps, diffusion_loss,
-                                 guided_output, make_schedule, predict_x0_and_eps,
-                                 prediction_target, q_sample)
+from dysen_jax.diffusion import (SamplerSettings, ddim_step, ddim_timesteps, diffusion_loss,
+                                 guided_output, item_keys, make_schedule, predict_x0_and_eps,
+                                 prediction_target, q_sample, sample)
 
 T = 1000
 VIDEO = (2, 3, 4, 4, 2)  # [B, F, H, W, C]
+
+
+def ddim_sample(fn, shape, seed, schedule, num_steps, prediction, guidance_scale=1.0, **kwargs):
+    """samplers.sample with one guidance scale for text and DSG, batch items seeded seed, seed+1, ..."""
+    progress = kwargs.pop("progress", False)
+    settings = SamplerSettings(num_steps, prediction, text_guidance=guidance_scale, dsg_guidance=guidance_scale,
+                               **kwargs)
+    return sample(fn, item_keys(range(seed, seed + shape[0])), shape[1:], schedule, settings, progress)
 
 
 def _normal(seed, shape=VIDEO):
@@ -123,13 +131,13 @@ def test_unknown_prediction_names_config_field():
     with pytest.raises(ValueError, match=r"diffusion\.prediction"):
         predict_x0_and_eps(s, x, t, x, "sample")
     with pytest.raises(ValueError, match=r"diffusion\.prediction"):
-        ddim_sample(lambda x, t, c: x, (1, 2), jax.random.key(0), s, 2, "x0")
+        ddim_sample(lambda x, t, c, g: x, (1, 2), 0, s, 2, "x0")
 
 
 # ---------------------------------------------------------------- classifier-free guidance
 
 def _recording_denoiser(calls):
-    def fn(x, t, use_cond):
+    def fn(x, t, use_cond, use_dsg):
         calls.append(x.shape[0])
         c = use_cond.reshape((-1,) + (1,) * (x.ndim - 1))
         return jnp.where(c, 2.0 * x + 1.0, 0.5 * x) + t.reshape(c.shape) * 0.01
@@ -140,8 +148,8 @@ def test_cfg_scale_one_is_conditional_only():
     calls = []
     fn = _recording_denoiser(calls)
     x, t = _normal(8), jnp.array([5, 6])
-    got = guided_output(fn, x, t, 1.0)
-    want = fn(x, t, jnp.ones((2,), bool))
+    got = guided_output(fn, x, t, 1.0, 1.0)
+    want = fn(x, t, jnp.ones((2,), bool), jnp.ones((2,), bool))
     np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
     assert calls[0] == 2, "scale 1 must not run the unconditional branch"
 
@@ -151,9 +159,9 @@ def test_cfg_matches_manual_formula_in_one_batched_call(scale):
     calls = []
     fn = _recording_denoiser(calls)
     x, t = _normal(9), jnp.array([5, 6])
-    got = guided_output(fn, x, t, scale)
-    assert calls == [4], "cond and uncond must be one call on a doubled batch"
-    cond, uncond = fn(x, t, jnp.ones((2,), bool)), fn(x, t, jnp.zeros((2,), bool))
+    got = guided_output(fn, x, t, scale, 3.0)
+    assert calls == [4 if isinstance(scale, float) else 6], "the branches must be one call on a stacked batch"
+    cond, uncond = fn(x, t, jnp.ones((2,), bool), None), fn(x, t, jnp.zeros((2,), bool), None)
     want = np.asarray(uncond) + float(scale) * (np.asarray(cond) - np.asarray(uncond))
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
 
@@ -192,8 +200,8 @@ def test_ddim_step_matches_formula_with_eta():
 
 def _oracle(schedule, x0, prediction):
     """Denoiser that returns the TRUE ε (or v) for a fixed x0, whatever the conditioning."""
-    def fn(x_t, t, use_cond):
-        del use_cond
+    def fn(x_t, t, use_text, use_dsg):
+        del use_text, use_dsg
         x0_b = jnp.tile(x0, (x_t.shape[0] // x0.shape[0],) + (1,) * (x0.ndim - 1))  # CFG doubles B
         ab = schedule.alphas_cumprod[t].reshape((-1,) + (1,) * (x_t.ndim - 1))
         eps = (x_t - jnp.sqrt(ab) * x0_b) / jnp.sqrt(1.0 - ab)
@@ -206,10 +214,10 @@ def _oracle(schedule, x0, prediction):
 def test_ddim_with_true_model_recovers_x0(kind, prediction):
     s = make_schedule(kind, T)
     x0 = jnp.tanh(_normal(13))
-    got = ddim_sample(_oracle(s, x0, prediction), VIDEO, jax.random.key(0), s, 10, prediction)
+    got = ddim_sample(_oracle(s, x0, prediction), VIDEO, 0, s, 10, prediction)
     np.testing.assert_allclose(np.asarray(got), np.asarray(x0), atol=1e-4)
     # Same with guidance (batched cond/uncond inside the jitted step; both branches agree here).
-    got = ddim_sample(_oracle(s, x0, prediction), VIDEO, jax.random.key(1), s, 5, prediction,
+    got = ddim_sample(_oracle(s, x0, prediction), VIDEO, 1, s, 5, prediction,
                       guidance_scale=4.0)
     np.testing.assert_allclose(np.asarray(got), np.asarray(x0), atol=1e-4)
 
@@ -217,8 +225,8 @@ def test_ddim_with_true_model_recovers_x0(kind, prediction):
 @pytest.mark.parametrize("eta", [0.0, 1.0])
 def test_ddim_deterministic_per_key(eta):
     s = make_schedule("scaled_linear", T)
-    fn = lambda x, t, c: 0.1 * x  # noqa: E731
-    run = lambda k: np.asarray(ddim_sample(fn, VIDEO, jax.random.key(k), s, 4, "epsilon",  # noqa: E731
+    fn = lambda x, t, c, g: 0.1 * x  # noqa: E731
+    run = lambda k: np.asarray(ddim_sample(fn, VIDEO, 10 * k, s, 4, "epsilon",  # noqa: E731
                                            eta=eta, guidance_scale=2.0))
     a, b, c = run(0), run(0), run(1)
     assert np.all(np.isfinite(a))
@@ -229,9 +237,9 @@ def test_ddim_deterministic_per_key(eta):
 def test_ddim_denoiser_closing_over_params_or_partial():
     s = make_schedule("cosine", T)
     params = {"w": jnp.full((2,), 0.3), "b": jnp.full((2,), 0.05)}
-    apply = lambda p, x, t, c: p["w"] * x + p["b"] * c[:, None, None, None, None]  # noqa: E731
-    closure = lambda x, t, c: apply(params, x, t, c)  # noqa: E731
-    key = jax.random.key(3)
+    apply = lambda p, x, t, c, g: p["w"] * x + p["b"] * c[:, None, None, None, None]  # noqa: E731
+    closure = lambda x, t, c, g: apply(params, x, t, c, g)  # noqa: E731
+    key = 3
     a = ddim_sample(closure, VIDEO, key, s, 3, "v", guidance_scale=3.0, clip_x0=1.0, progress=True)
     b = ddim_sample(Partial(apply, params), VIDEO, key, s, 3, "v", guidance_scale=3.0, clip_x0=1.0)
     assert a.shape == VIDEO and np.all(np.abs(np.asarray(a)) <= 1.0 + 1e-6)

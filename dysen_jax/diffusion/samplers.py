@@ -1,23 +1,31 @@
-"""Classifier-free guidance and the DDIM sampler (Song et al. 2021), pure JAX.
+"""DDIM and DDPM ancestral sampling with compositional classifier-free guidance (text, DSG), pure JAX.
 
 The denoiser is any pure function of arrays
 
-    denoise_fn(x: [B, ...] float, t: [B] int32, use_cond: [B] bool) -> model output [B, ...]
+    denoise_fn(x: [B, ...], t: [B] int32, use_text: [B] bool, use_dsg: [B] bool) -> model output [B, ...]
 
-where ``use_cond[i] = False`` asks for the unconditional prediction (text and DSG dropped, the
-same switch that classifier-free-guidance dropout uses in training). It may close over params,
-e.g. ``lambda x, t, c: model.apply(params, x, t, ..., use_text=c, use_dsg=c)``, or be a
-`jax.tree_util.Partial` (``Partial(apply_fn, params)``): then the params are passed to the
-compiled step as arguments rather than baked in as constants, and the compiled step is reused by
-every `ddim_sample` call with the same ``apply_fn`` (a fresh lambda per call recompiles once).
+where ``use_text[i] = False`` asks for the unconditional text (the learned null, or a negative prompt
+when the denoiser holds one) and ``use_dsg[i] = False`` for the null scene graph: the switches that
+condition dropout uses in training. It may close over params, or be a `jax.tree_util.Partial`
+(``Partial(apply_fn, params, conditions)``): then params and conditions are arguments of the compiled
+step rather than constants, so a new prompt (same shapes) reuses the compiled step.
 
-Timesteps follow `schedules`: t in [0, T-1], t = 0 least noisy; ``t_prev = -1`` is clean data.
+Guidance is compositional (Liu et al. 2022, "Compositional visual generation"), text first, then the
+scene graph given the text:
+
+    ε̂ = ε(∅,∅) + s_text·(ε(y,∅) − ε(∅,∅)) + s_dsg·(ε(y,G) − ε(y,∅))
+
+so (1, 1) is the conditional prediction ε(y,G), and s_text = s_dsg = s is classic guidance with both
+conditions dropped together. Only the branches a setting needs are computed, in ONE denoiser call on
+the stacked batch. Timesteps follow `schedules`: t in [0, T-1], t = 0 least noisy; t_prev = -1 is clean.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from typing import Callable
+import math
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -28,34 +36,73 @@ from tqdm.auto import tqdm
 from dysen_jax.diffusion.losses import check_prediction, predict_x0_and_eps
 from dysen_jax.diffusion.schedules import NoiseSchedule
 
-DenoiseFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
+DenoiseFn = Callable[[jax.Array, jax.Array, jax.Array, jax.Array], jax.Array]
+SAMPLER_KINDS = ("ddim", "ddpm")
+Branch = tuple[bool, bool]  # (use_text, use_dsg)
+UNCOND, TEXT, FULL = (False, False), (True, False), (True, True)
 
 
-def _is_static_value(value: object, target: float) -> bool:
-    """True when ``value`` is a Python number (not a traced array) equal to ``target``."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and float(value) == target
+def _as_float(value: object) -> float | None:
+    """A Python number as float; None for traced / array values (their pattern is unknown statically)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return None
 
 
-def guided_output(denoise_fn: DenoiseFn, x_t: jax.Array, t: jax.Array,
-                  guidance_scale: float | jax.Array) -> jax.Array:
-    """Classifier-free guidance: uncond + s·(cond − uncond).
+def guidance_branches(text_scale: float | jax.Array, dsg_scale: float | jax.Array) -> tuple[Branch, ...]:
+    """The (use_text, use_dsg) denoiser branches that guidance with these scales needs.
 
-    Conditional and unconditional predictions come from ONE denoiser call on the batch
-    [x_t; x_t] with use_cond = [True; False] (one pass over the weights, full device use).
-    A Python scale of exactly 1 is the conditional prediction alone, so only that is computed.
+    (1, 1): only ε(y,G). s_text = s_dsg: ε(∅,∅), ε(y,G). s_text = 1: ε(y,∅), ε(y,G). Else all three
+    (also whenever a scale is a traced array, whose value is unknown when compiling).
     """
+    s_text, s_dsg = _as_float(text_scale), _as_float(dsg_scale)
+    if s_text is None or s_dsg is None:
+        return (FULL, TEXT, UNCOND)
+    if s_text == 1.0 and s_dsg == 1.0:
+        return (FULL,)
+    if s_text == s_dsg:
+        return (FULL, UNCOND)
+    if s_text == 1.0:
+        return (FULL, TEXT)
+    return (FULL, TEXT, UNCOND)
+
+
+def combine_guidance(outputs: dict[Branch, jax.Array], text_scale: jax.Array, dsg_scale: jax.Array) -> jax.Array:
+    """ε(∅,∅) + s_text·(ε(y,∅) − ε(∅,∅)) + s_dsg·(ε(y,G) − ε(y,∅)) from the branches `guidance_branches`
+    chose (a missing ε(y,∅) or ε(∅,∅) is one the formula does not need for those scales)."""
+    full = outputs[FULL]
+    s_text = jnp.asarray(text_scale, full.dtype)
+    s_dsg = jnp.asarray(dsg_scale, full.dtype)
+    if len(outputs) == 1:
+        return full
+    if TEXT not in outputs:      # s_text == s_dsg
+        uncond = outputs[UNCOND]
+        return uncond + s_dsg * (full - uncond)
+    text = outputs[TEXT]
+    if UNCOND not in outputs:    # s_text == 1
+        return text + s_dsg * (full - text)
+    uncond = outputs[UNCOND]
+    return uncond + s_text * (text - uncond) + s_dsg * (full - text)
+
+
+def guided_output(denoise_fn: DenoiseFn, x_t: jax.Array, t: jax.Array, text_scale: float | jax.Array,
+                  dsg_scale: float | jax.Array, branches: tuple[Branch, ...] | None = None) -> jax.Array:
+    """Compositional classifier-free guidance (module docstring) with one denoiser call on the batch of
+    the needed branches stacked, branch-major: [x_t; x_t; ...] (a single pass over the weights)."""
     b = x_t.shape[0]
+    branches = branches or guidance_branches(text_scale, dsg_scale)
+    k = len(branches)
     t = jnp.broadcast_to(jnp.asarray(t, dtype=jnp.int32), (b,))
-    if _is_static_value(guidance_scale, 1.0):
-        return denoise_fn(x_t, t, jnp.ones((b,), dtype=bool))
-    out = denoise_fn(jnp.concatenate([x_t, x_t], axis=0), jnp.concatenate([t, t], axis=0),
-                     jnp.concatenate([jnp.ones((b,), bool), jnp.zeros((b,), bool)], axis=0))
-    cond, uncond = out[:b], out[b:]
-    return uncond + jnp.asarray(guidance_scale, dtype=out.dtype) * (cond - uncond)
+    use_text = jnp.repeat(jnp.asarray([br[0] for br in branches]), b)
+    use_dsg = jnp.repeat(jnp.asarray([br[1] for br in branches]), b)
+    stacked = x_t if k == 1 else jnp.concatenate([x_t] * k, axis=0)
+    out = denoise_fn(stacked, jnp.tile(t, k), use_text, use_dsg)
+    outputs = {br: out[i * b:(i + 1) * b] for i, br in enumerate(branches)}
+    return combine_guidance(outputs, text_scale, dsg_scale)
 
 
 def ddim_timesteps(num_timesteps: int, num_steps: int) -> np.ndarray:
-    """The DDIM timesteps, int32 [num_steps], strictly descending, "trailing" spacing.
+    """The sampler's timesteps, int32 [num_steps], strictly descending, "trailing" spacing.
 
     t_i = round(T - i·T/num_steps) - 1, so the first step is always T - 1 (the noisiest
     step, the one whose ā is closest to the pure-noise x_T ~ N(0, I) the sampler starts from)
@@ -84,8 +131,10 @@ def ddim_step(schedule: NoiseSchedule, x_t: jax.Array, t: jax.Array, t_prev: jax
         σ = η·sqrt((1-ā_prev)/(1-ā_t))·sqrt(1-ā_t/ā_prev)
         x_prev = sqrt(ā_prev)·x̂0 + sqrt(1-ā_prev-σ²)·ε̂ + σ·noise
 
-    η = 0 is deterministic (``noise`` may then be None); η = 1 is DDPM-like ancestral
-    sampling. ``t_prev = -1`` is the final step: ā_prev = 1, so x_prev = x̂0 exactly.
+    η = 0 is deterministic (``noise`` may then be None). η = 1 is exactly DDPM ancestral sampling
+    over the same (possibly strided) timesteps: mean and variance are those of the posterior
+    q(x_prev | x_t, x̂0) with β' = 1 - ā_t/ā_prev (DDPM's "fixed small" variance; tested against
+    that formula). ``t_prev = -1`` is the final step: ā_prev = 1, so x_prev = x̂0 exactly.
     With ``clip_x0`` the prediction x̂0 is clipped to [-clip_x0, clip_x0] and ε̂ recomputed
     from it (as guided-diffusion does), so the update stays consistent with x_t.
     """
@@ -102,43 +151,119 @@ def ddim_step(schedule: NoiseSchedule, x_t: jax.Array, t: jax.Array, t_prev: jax
     return x_prev.astype(x_t.dtype)
 
 
-@functools.partial(jax.jit, static_argnames=("prediction", "guided", "stochastic", "clip_x0"))
+@dataclasses.dataclass(frozen=True)
+class SamplerSettings:
+    """How to sample: `sampler` ddim | ddpm (ancestral, = DDIM with η = 1), `num_steps` of the
+    trailing spacing, `eta` (DDIM only), guidance scales, and the x̂0 clip (None = none)."""
+
+    num_steps: int
+    prediction: str
+    sampler: str = "ddim"
+    eta: float = 0.0
+    text_guidance: float = 1.0
+    dsg_guidance: float = 1.0
+    clip_x0: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.sampler not in SAMPLER_KINDS:
+            raise ValueError(f"sample.sampler must be one of {list(SAMPLER_KINDS)}, got {self.sampler!r}")
+        check_prediction(self.prediction)
+        for name in ("eta", "text_guidance", "dsg_guidance"):
+            value = getattr(self, name)
+            if not math.isfinite(float(value)) or float(value) < 0:
+                raise ValueError(f"sample.{name} must be a finite number >= 0, got {value!r}")
+
+    @property
+    def effective_eta(self) -> float:
+        return 1.0 if self.sampler == "ddpm" else float(self.eta)
+
+    @classmethod
+    def from_config(cls, config: Any, clip_x0: float | None = None, **overrides: Any) -> "SamplerSettings":
+        """From `config.sample` / `config.diffusion`; without a DSG branch the DSG scale is the text
+        scale, so guidance needs 2 branches, not 3 (ε(y,G) = ε(y,∅) when no DSG reaches the model)."""
+        sample = config.sample
+        values = dict(num_steps=int(sample.steps), prediction=str(config.diffusion.prediction),
+                      sampler=str(sample.get("sampler", "ddim")), eta=float(sample.eta),
+                      text_guidance=float(sample.guidance),
+                      dsg_guidance=float(sample.get("dsg_guidance", sample.guidance)), clip_x0=clip_x0)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if not config.model.use_dsg:
+            values["dsg_guidance"] = values["text_guidance"]
+        return cls(**values)
+
+
+@functools.partial(jax.jit, static_argnames=("prediction", "branches", "stochastic", "clip_x0", "staged"))
 def _sample_step(denoise_fn: Partial, schedule: NoiseSchedule, x: jax.Array, t: jax.Array,
-                 t_prev: jax.Array, key: jax.Array, guidance_scale: jax.Array, eta: jax.Array, *,
-                 prediction: str, guided: bool, stochastic: bool,
-                 clip_x0: float | None) -> jax.Array:
-    """One compiled sampler step: guided denoiser call + DDIM update (t, t_prev traced)."""
+                 t_prev: jax.Array, step: jax.Array, step_keys: jax.Array, text_scale: jax.Array,
+                 dsg_scale: jax.Array, eta: jax.Array, reference: jax.Array | None,
+                 copy_frames: jax.Array | None, *, prediction: str, branches: tuple[Branch, ...],
+                 stochastic: bool, clip_x0: float | None, staged: bool) -> jax.Array:
+    """One compiled sampler step: guided denoiser call, DDIM/DDPM update, and (``staged``) the frames
+    where ``copy_frames[f]`` is True replaced by ``reference`` (VidRD's staged guidance, eq. 8)."""
     b = x.shape[0]
     t_b = jnp.full((b,), t, dtype=jnp.int32)
-    out = guided_output(denoise_fn, x, t_b, guidance_scale if guided else 1.0)
-    noise = jax.random.normal(key, x.shape, x.dtype) if stochastic else None
-    return ddim_step(schedule, x, t_b, jnp.full((b,), t_prev, dtype=jnp.int32), out, prediction,
-                     eta, noise, clip_x0)
+    out = guided_output(denoise_fn, x, t_b, text_scale, dsg_scale, branches)
+    noise = None
+    if stochastic:  # each item's noise from its own key: a result does not depend on its batch-mates
+        noise = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, step), x.shape[1:], x.dtype))(step_keys)
+    x_prev = ddim_step(schedule, x, t_b, jnp.full((b,), t_prev, dtype=jnp.int32), out, prediction, eta, noise,
+                       clip_x0)
+    if staged:
+        mask = copy_frames.reshape((1, -1) + (1,) * (x.ndim - 2))
+        x_prev = jnp.where(mask, reference.astype(x.dtype), x_prev)
+    return x_prev
 
 
-def ddim_sample(denoise_fn: DenoiseFn, shape: tuple[int, ...], key: jax.Array,
-                schedule: NoiseSchedule, num_steps: int, prediction: str,
-                guidance_scale: float = 1.0, eta: float = 0.0, clip_x0: float | None = None,
-                progress: bool = False) -> jax.Array:
-    """Sample x0 of ``shape`` (batch first) with DDIM + classifier-free guidance.
+def item_keys(seeds: list[int] | np.ndarray) -> jax.Array:
+    """One PRNG key per batch item from its seed, [B, 2]: item b's sample depends on seeds[b] only."""
+    return jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds])
 
-    x_T ~ N(0, I) and the per-step noise come from ``key`` only, so a key gives the same result
-    every time. The step is jitted once (t, t_prev, scale and η are traced arguments) and a
-    Python loop calls it per timestep, which lets ``progress=True`` show a tqdm bar and keeps
-    memory flat; a scale of exactly 1.0 skips the unconditional half of the batch.
+
+def initial_noise(keys: jax.Array, item_shape: tuple[int, ...]) -> jax.Array:
+    """x_T ~ N(0, I) [B, *item_shape], item b drawn from the first half of split(keys[b])."""
+    return jax.vmap(lambda k: jax.random.normal(jax.random.split(k)[0], item_shape, jnp.float32))(keys)
+
+
+def step_noise_keys(keys: jax.Array) -> jax.Array:
+    """The keys of the per-step noise (ancestral / η > 0): the second half of split(keys[b])."""
+    return jax.vmap(lambda k: jax.random.split(k)[1])(keys)
+
+
+FrameGuide = Callable[[int, int], "tuple[jax.Array, np.ndarray] | None"]
+
+
+def run_sampler(denoise_fn: DenoiseFn, x_T: jax.Array, noise_keys: jax.Array, schedule: NoiseSchedule,
+                settings: SamplerSettings, frame_guide: FrameGuide | None = None, record: bool = False,
+                progress: bool = False, desc: str = "denoise") -> tuple[jax.Array, list[jax.Array] | None]:
+    """Denoises x_T [B, F, ...] to x0 with `settings`; returns (x0, the x after each step when `record`).
+
+    The step is jitted once per (branches, stochastic, staged) pattern: t, scales, η, params and
+    conditions are traced, and a Python loop calls it per timestep (a tqdm bar with `progress`, flat
+    memory). ``frame_guide(i, t)`` -> (reference [B, F, ...], copy mask [F] bool) replaces the masked
+    frames of the step's result by the reference (long_video.py's staged guidance).
     """
-    check_prediction(prediction)
-    timesteps = ddim_timesteps(schedule.num_timesteps, num_steps)
+    timesteps = ddim_timesteps(schedule.num_timesteps, settings.num_steps)
     prev_timesteps = np.append(timesteps[1:], np.int32(-1)).astype(np.int32)
     fn = denoise_fn if isinstance(denoise_fn, Partial) else Partial(denoise_fn)
-    static = dict(prediction=prediction, guided=not _is_static_value(guidance_scale, 1.0),
-                  stochastic=not _is_static_value(eta, 0.0), clip_x0=clip_x0)
-    scale = jnp.asarray(guidance_scale, dtype=jnp.float32)
-    eta_arr = jnp.asarray(eta, dtype=jnp.float32)
-    init_key, loop_key = jax.random.split(key)
-    x = jax.random.normal(init_key, shape, dtype=jnp.float32)
-    step_keys = jax.random.split(loop_key, len(timesteps))
-    for i in tqdm(range(len(timesteps)), desc="DDIM", disable=not progress):
-        x = _sample_step(fn, schedule, x, timesteps[i], prev_timesteps[i], step_keys[i], scale,
-                         eta_arr, **static)
-    return x
+    eta = settings.effective_eta
+    static = dict(prediction=settings.prediction,
+                  branches=guidance_branches(settings.text_guidance, settings.dsg_guidance),
+                  stochastic=eta != 0.0, clip_x0=settings.clip_x0, staged=frame_guide is not None)
+    scales = (jnp.float32(settings.text_guidance), jnp.float32(settings.dsg_guidance), jnp.float32(eta))
+    x, trajectory = x_T, ([] if record else None)
+    for i in tqdm(range(len(timesteps)), desc=desc, disable=not progress, leave=False):
+        reference, copy_frames = frame_guide(i, int(timesteps[i])) if frame_guide is not None else (None, None)
+        x = _sample_step(fn, schedule, x, timesteps[i], prev_timesteps[i], np.int32(i), noise_keys, *scales,
+                         reference, None if copy_frames is None else jnp.asarray(copy_frames), **static)
+        if record:
+            trajectory.append(x)
+    return x, trajectory
+
+
+def sample(denoise_fn: DenoiseFn, keys: jax.Array, item_shape: tuple[int, ...], schedule: NoiseSchedule,
+           settings: SamplerSettings, progress: bool = False) -> jax.Array:
+    """x0 [B, *item_shape] for one key per item (`item_keys`): x_T and the per-step noise of item b come
+    from keys[b] only, so the same key gives the same result every time, in any batch."""
+    x0, _ = run_sampler(denoise_fn, initial_noise(keys, item_shape), step_noise_keys(keys), schedule, settings,
+                        progress=progress)
+    return x0
