@@ -138,6 +138,12 @@ def test_clear_errors(tmp_path):
     missing.write_text(json.dumps({"caption": "a dog", "image": "dog.png"}) + "\n")
     item = sources.CaptionFileSource.from_file(str(missing), "image").item(0)
     assert "image file" in item.error and "does not exist" in item.error
+    from dysen_jax import preprocess as preprocess_lib  # the failure record names the image
+    from dysen_jax.data.records import RecordSpec
+
+    config = tiny_test_config()
+    result = preprocess_lib.encode_item(item, None, RecordSpec.from_config(config), preprocess_lib.build_vocab(config))
+    assert result.failure["stage"] == "read" and result.failure["image"] == str(tmp_path / "dog.png")
     (tmp_path / "broken.png").write_bytes(b"not a png")
     with pytest.raises(sources.VideoError, match="cannot read image"):
         sources.load_video(sources.Item(0, "a dog", image_path=str(tmp_path / "broken.png")), 4, 16)
