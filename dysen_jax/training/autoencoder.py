@@ -356,7 +356,7 @@ def train_autoencoder(config: Any, workdir: str, show_progress: bool = True) -> 
     input_streams, local_batch = local_input(data_sharding, config.train.batch_size, num_streams)
     dataset = make_dataset(data_dir, spec, local_batch, config.seed, start_step=start_step,
                            shuffle_buffer=config.data.shuffle_buffer, num_streams=num_streams,
-                           streams=input_streams)
+                           streams=input_streams, video=True)  # pixels even from latent-precomputed records
     writer = MetricWriter(workdir)
     history: list[dict[str, float]] = []
     batches = dataset.as_numpy_iterator()
