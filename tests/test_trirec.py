@@ -42,6 +42,10 @@ def test_metric_definitions():
     scores = score_video(swapped, gold)
     assert scores["order_accuracy"] == 0.0 and scores["exact"] == 0.0
     assert score_video([], gold)["trirec"] == 0.0
+    unrelated = [Event("red circle", "jumping", None, 0, 2)]   # right agent, wrong action: no order credit
+    assert score_video(unrelated, gold[:1])["order_accuracy"] == 0.0
+    assert score_video(gold[:1], gold[:1])["order_accuracy"] == 1.0
+    assert score_video(gold[:1], gold)["order_accuracy"] == 0.0   # the pair needs both actions
     assert triplet_recall(gold[:1], gold) == 0.5
     with pytest.raises(ValueError, match="gold"):
         score_video(gold, [])
