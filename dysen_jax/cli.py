@@ -25,7 +25,37 @@ _FLAG_DEFINITIONS: dict[str, Callable[[], object]] = {
     "output": lambda: flags.DEFINE_string("output", "sample.mp4", "Output video path (.mp4 or .gif)."),
     "seed": lambda: flags.DEFINE_integer("seed", 0, "Sampling seed."),
     "distributed": lambda: _define_distributed_flags(),
+    "sampling": lambda: _define_sampling_flags(),
 }
+
+# Sampling flag -> the config key it overrides (unset flags leave the config's value).
+SAMPLING_FLAGS = {
+    "backend": "planner.backend", "num_frames": "sample.num_frames", "steps": "sample.steps",
+    "sampler": "sample.sampler", "eta": "sample.eta", "guidance": "sample.guidance",
+    "dsg_guidance": "sample.dsg_guidance", "negative_prompt": "sample.negative_prompt",
+    "prompt_frames": "sample.prompt_frames", "pns_alpha": "sample.pns_alpha", "staged_beta": "sample.staged_beta",
+    "batch_size": "sample.batch_size",
+}
+
+
+def _define_sampling_flags() -> None:
+    """`python -m dysen_jax.sample` flags; each one overrides its config key (SAMPLING_FLAGS) when given."""
+    flags.DEFINE_string("prompts", None, "File with one prompt per line: outputs OUTPUT_0001.mp4, ... (resumable).")
+    flags.DEFINE_enum("backend", None, ["rules", "openai"], "Planner backend (planner.backend; openai settings: "
+                      "--config.planner.llm.*).")
+    flags.DEFINE_integer("num_frames", None, "Video frames: the clip length N (data.num_frames) or a multiple, "
+                         "a VidRD long video of num_frames/N clips (sample.num_frames).")
+    flags.DEFINE_integer("steps", None, "Denoising steps (sample.steps).")
+    flags.DEFINE_enum("sampler", None, ["ddim", "ddpm"], "ddim, or ddpm ancestral (sample.sampler).")
+    flags.DEFINE_float("eta", None, "DDIM eta: 0 deterministic, 1 = ddpm (sample.eta).")
+    flags.DEFINE_float("guidance", None, "Text guidance scale (sample.guidance).")
+    flags.DEFINE_float("dsg_guidance", None, "DSG guidance scale, given the text (sample.dsg_guidance).")
+    flags.DEFINE_string("negative_prompt", None, "Text the unconditional branches see instead of the null text.")
+    flags.DEFINE_integer("prompt_frames", None, "VidRD M: last frames of a clip that prompt the next (sample.prompt_frames).")
+    flags.DEFINE_float("pns_alpha", None, "VidRD past-dependent noise alpha; inf = noise reversion only "
+                       "(sample.pns_alpha).")
+    flags.DEFINE_float("staged_beta", None, "VidRD staged guidance beta in [0, 1] (sample.staged_beta).")
+    flags.DEFINE_integer("batch_size", None, "Prompts sampled together with --prompts (sample.batch_size).")
 
 
 def _define_distributed_flags() -> None:

@@ -3,7 +3,9 @@
 One panel per scene graph (time labels [t, t_next)): subject objects as boxes on the left,
 relation nodes in the middle, target-only objects on the right, attributes as small nodes under
 their object, arrows subject -> relation -> object and object -> attribute. With `frames`, a row of
-thumbnails sits under the panels, each frame under the scene graph it shows.
+thumbnails sits under the panels, each frame under the scene graph it shows; long videos (many frames
+per scene graph) show at most `max_thumbnails` evenly spaced frames per panel, captioned with the frame
+ranges and, with `clip_frames` (VidRD long videos), the clips they belong to.
 """
 
 from __future__ import annotations
@@ -91,12 +93,40 @@ def _strip(frames: np.ndarray, indices: np.ndarray) -> np.ndarray:
     return np.concatenate(parts[:-1], axis=1)
 
 
+def _ranges(indices: np.ndarray) -> str:
+    """[0, 1, 2, 5, 7, 8] -> "0-2, 5, 7-8"."""
+    parts, start = [], None
+    for i, k in enumerate(indices):
+        start = k if start is None else start
+        if i + 1 == len(indices) or indices[i + 1] != k + 1:
+            parts.append(str(start) if start == k else f"{start}-{k}")
+            start = None
+    return ", ".join(parts)
+
+
+def _thumbnail_caption(shown: np.ndarray, clip_frames: int | None) -> str:
+    caption = "frames " + _ranges([int(k) for k in shown])
+    if clip_frames:
+        clips = sorted({int(k) // clip_frames + 1 for k in shown})
+        caption += "\n" + ("clip " if len(clips) == 1 else "clips ") + _ranges(clips)
+    return caption
+
+
+def _evenly(indices: np.ndarray, at_most: int) -> np.ndarray:
+    if len(indices) <= at_most:
+        return indices
+    return indices[np.unique(np.round(np.linspace(0, len(indices) - 1, at_most)).astype(int))]
+
+
 def render_dsg(dsg: DSG, path: str, frames: np.ndarray | None = None,
-               frame_steps: np.ndarray | None = None, title: str | None = None) -> None:
+               frame_steps: np.ndarray | None = None, title: str | None = None,
+               clip_frames: int | None = None, max_thumbnails: int = 6) -> None:
     """Writes a PNG of `dsg` to `path`; `frames` (uint8 [F, H, W, 3]) adds thumbnails under it.
 
     `frame_steps[f]` is the index (into dsg.graphs) of the scene graph frame f shows; by default
-    frames are spread evenly over the plan as in `dysen_jax.dsg.tensorize.frame_steps`.
+    frames are spread evenly over the plan as in `dysen_jax.dsg.tensorize.frame_steps`. Each panel
+    shows at most `max_thumbnails` of its frames (evenly spaced); `clip_frames` = N names the clips
+    of a long video (frame f is in clip f // N + 1).
     """
     import matplotlib
     matplotlib.use("Agg")
@@ -113,7 +143,7 @@ def render_dsg(dsg: DSG, path: str, frames: np.ndarray | None = None,
         frame_steps = np.asarray(frame_steps)
     max_objects = max((len(g.objects) + len(g.triplets) for g in dsg.graphs), default=1)
     panel_w, graph_h = 2.6, 1.1 + 0.45 * max(max_objects / 2, 2)
-    rows = [graph_h] + ([1.3] if frames is not None else [])
+    rows = [graph_h] + ([1.3 + (0.2 if clip_frames else 0.0)] if frames is not None else [])
     fig, axes = plt.subplots(len(rows), n, figsize=(panel_w * n, sum(rows) + 0.4),
                              gridspec_kw=dict(height_ratios=rows), squeeze=False)
     fontsize = 7.0
@@ -128,8 +158,8 @@ def render_dsg(dsg: DSG, path: str, frames: np.ndarray | None = None,
             fax.set_axis_off()
             shown = np.flatnonzero(frame_steps == m)
             if len(shown):
-                fax.imshow(_strip(frames, shown), interpolation="nearest")
-                fax.set_title("frames " + ", ".join(str(int(k)) for k in shown), fontsize=7)
+                fax.imshow(_strip(frames, _evenly(shown, max_thumbnails)), interpolation="nearest")
+                fax.set_title(_thumbnail_caption(shown, clip_frames), fontsize=7)
             else:
                 fax.text(0.5, 0.5, "(no frame)", ha="center", va="center", fontsize=7, color="0.5",
                          transform=fax.transAxes)
