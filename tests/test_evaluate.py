@@ -1,0 +1,101 @@
+"""python -m dysen_jax.evaluate: the held-out split, the summary table, and the CLI end to end on a smoke run."""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from dysen_jax import evaluate as ev
+from dysen_jax import preprocess as preprocess_lib
+from tests.helpers import tiny_test_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_heldout_split_composition():
+    items = ev.heldout_split(24, num_frames=8, resolution=16, max_actions=4, seed=3)
+    assert len(items) == 24
+    per_n = collections.Counter(it.num_actions for it in items)
+    assert per_n == {1: 6, 2: 6, 3: 6, 4: 6}
+    multi = [it for it in items if it.num_actions > 1]
+    assert sum(it.reordered for it in multi) == len(multi) // 2
+    assert {it.structure for it in multi} == {"sequential", "concurrent"}
+    assert all(it.video.shape == (8, 16, 16, 3) and it.events for it in items)
+    again = ev.heldout_split(24, num_frames=8, resolution=16, max_actions=4, seed=3)
+    assert [it.caption for it in again] == [it.caption for it in items]
+    # none of the training clips (dataset seed 0, the configs' default) is in the split
+    from dysen_jax.data.shapes import make_example
+    train_captions = {make_example(i, seed=0, num_frames=8, resolution=16).caption for i in range(64)}
+    assert not train_captions & {it.caption for it in items}
+
+
+def test_summary_and_tables_merge(tmp_path):
+    runs = [{"workdir": "a", "seed": s, "metrics": {"trirec": v, "order_accuracy": 1.0, "by_actions": {
+        "1": {"trirec": v, "timed_recall": v, "order_accuracy": 1.0}}}} for s, v in ((0, 0.5), (1, 0.7))]
+    summary = ev.summarize(runs)
+    assert summary["trirec"]["mean"] == pytest.approx(0.6)
+    assert summary["trirec"]["std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
+    result = {"runs": runs, "summary": summary, "ground_truth": {"trirec": 1.0}}
+    prefix = str(tmp_path / "table")
+    ev.write_table(result, "dysen", prefix)
+    _, md_path, rows = ev.write_table({**result, "runs": runs[:1], "summary": ev.summarize(runs[:1])}, "w/o dysen", prefix)
+    assert list(rows) == ["dysen", "w/o dysen"]
+    text = open(md_path).read()
+    assert "| dysen | 2 | 0.600 ± 0.141" in text and "| w/o dysen | 1 | 0.500 |" in text
+    assert "| ground truth | - | 1.000" in text and "1 action" in text
+
+
+def test_bad_evaluate_settings():
+    config = tiny_test_config()
+    config.evaluate.plan = "oracle"
+    with pytest.raises(ValueError, match="evaluate.plan"):
+        ev.conditioning_plans(config, ev.heldout_split(1, 8, 16, 1))
+    with pytest.raises(ValueError, match="captions_file"):
+        ev.captions_split("", 4)
+
+
+@pytest.fixture(scope="module")
+def trained_workdir(tmp_path_factory):
+    """A smoke run's workdir: its data and a checkpoint of random params of the model's shapes (the
+    evaluation plumbing needs no training; this skips compiling the train step and the model init)."""
+    import jax
+    import numpy as np
+
+    from dysen_jax.experiment import init_params, load_experiment
+    from dysen_jax.training import checkpoint
+
+    workdir = str(tmp_path_factory.mktemp("eval_run"))
+    config = tiny_test_config()
+    preprocess_lib.preprocess(config, os.path.join(workdir, "data"), show_progress=False)
+    experiment = load_experiment(config, workdir)
+    shapes = jax.eval_shape(lambda key: init_params(experiment, key), jax.random.PRNGKey(0))
+    rng = np.random.default_rng(0)
+    params = jax.tree.map(lambda s: (0.05 * rng.standard_normal(s.shape)).astype(s.dtype), shapes)
+    manager = checkpoint.checkpoint_manager(workdir)
+    checkpoint.save(manager, 1, {"params": params, "ema_params": params}, force=True)
+    manager.wait_until_finished()
+    manager.close()
+    return workdir
+
+
+def test_evaluate_cli_end_to_end(trained_workdir, tmp_path):
+    prefix = str(tmp_path / "eval" / "table")
+    done = subprocess.run([sys.executable, "-m", "dysen_jax.evaluate", "--config=configs/tiny.py:smoke",
+                           f"--workdir={trained_workdir}", "--seeds=0,1", "--label=smoke", f"--table={prefix}"],
+                          cwd=REPO, env=dict(os.environ), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "| smoke | 2 |" in done.stdout and "| ground truth |" in done.stdout
+    table = json.load(open(prefix + ".json"))["rows"]["smoke"]
+    assert [r["seed"] for r in table["runs"]] == [0, 1] and table["num_items"] == 2
+    assert table["plans"] == {"planner": 2, "gold": 0}
+    for key in ("trirec", "timed_recall", "order_accuracy", "exact"):
+        assert 0.0 <= table["summary"][key]["mean"] <= 1.0 and table["summary"][key]["n"] == 2
+    assert set(table["summary"]["by_actions"]) == {"1", "2"}
+    assert table["ground_truth"]["trirec"] == 1.0 and table["ground_truth"]["exact"] == 1.0
+    assert "trirec" in open(prefix + ".md").read()
