@@ -124,14 +124,15 @@ def check_prompt(prompt: str | None) -> str:
 
 
 def generate_batch(experiment: Experiment, params: Any, prompts: Sequence[str], plans: Sequence[Plan],
-                   seeds: Sequence[int], progress: bool = False) -> np.ndarray:
+                   seeds: Sequence[int], progress: bool = False, vidrd: VidRDSettings | None = None) -> np.ndarray:
     """uint8 videos [B, F, H, W, 3] for prompts with their plans, item b from seeds[b] only (its result does
-    not depend on its batch-mates), F = sample.num_frames (VidRD clips beyond one clip)."""
+    not depend on its batch-mates), F = sample.num_frames (VidRD clips beyond one clip; `vidrd` replaces
+    the config's VidRD settings, e.g. for the benchmark's baselines)."""
     prompts = [check_prompt(p) for p in prompts]
     config = experiment.config
     num_frames, num_clips = video_frames(experiment)
     settings = sampler_settings(experiment)
-    vidrd = vidrd_settings(experiment, num_clips)
+    vidrd = vidrd_settings(experiment, num_clips) if vidrd is None else dataclasses.replace(vidrd, num_clips=num_clips)
     negative = str(config.sample.get("negative_prompt", "") or "").strip()
     negative_tokens = None
     if negative:
