@@ -163,7 +163,8 @@ class Scorers:
             self.i3d = I3DFeatures(ev.i3d_path or None, batch_size=self.batch_size, progress=progress)
         if ev.fid:
             from dysen_jax.metrics.fid import InceptionFeatures
-            self.inception = InceptionFeatures(ev.inception_path or None)
+            self.inception = InceptionFeatures(ev.inception_path or None, batch_size=4 * self.batch_size,
+                                               progress=progress)
         if ev.clip_path:
             from dysen_jax.metrics.clipsim import CLIPSimilarity
             self.clip = CLIPSimilarity(ev.clip_path, batch_size=self.batch_size, progress=progress)
