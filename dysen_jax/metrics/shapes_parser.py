@@ -5,7 +5,7 @@ the synthetic dataset (dysen_jax/data/shapes.py) that parser can be exact, becau
 known:
 
 1. **Objects by colour.** Every pixel is explained as background blended with one palette colour,
-   pixel = bg + a (c - bg); the colour with the smallest off-line residual owns the pixel and `a`
+   pixel = bg + a (c - bg) (bg: the clip's median colour); the colour with the smallest off-line residual owns the pixel and `a`
    is its alpha (coverage x opacity). A colour whose alpha mass is large enough is an object.
 2. **Per-frame states** from alpha-weighted moments: centre (x, y), spread (RMS radius, proportional
    to the size and independent of opacity; minus the pixel box filter's variance), relative opacity
@@ -105,17 +105,27 @@ class ParsedVideo:
 
 # --- pixels -> alpha per colour -------------------------------------------------------------------------
 def colour_alphas(video: np.ndarray, colours: Mapping[str, Sequence[int]] = shapes.COLOURS,
-                  background: Sequence[int] = shapes.BACKGROUND) -> dict[str, np.ndarray]:
-    """{colour: alpha [F, H, W] in [0, 1]}: each pixel goes to the colour that explains it best."""
+                  background: Sequence[float] | None = None) -> dict[str, np.ndarray]:
+    """{colour: alpha [F, H, W] in [0, 1]}: each pixel goes to the colour that explains it best.
+
+    background None: the per-channel median of the clip (the background covers most pixels), so a
+    generated clip whose background drifted from shapes.BACKGROUND still parses. Alphas below
+    3 sigma of the clip's pixel noise (MAD around the background) or MIN_ALPHA count as background.
+    """
     video = np.asarray(video)
     if video.ndim != 4 or video.shape[-1] != 3:
         raise ValueError(f"video must be uint8 [F, H, W, 3], got shape {video.shape}")
+    if background is None:
+        background = np.median(video.reshape(-1, 3), axis=0)
     diff = video.astype(np.float32) - np.asarray(background, np.float32)
     names = list(colours)
     vectors = np.asarray([colours[c] for c in names], np.float32) - np.asarray(background, np.float32)  # [C, 3]
     a = np.einsum("fhwk,ck->fhwc", diff, vectors) / np.sum(vectors * vectors, axis=-1)
     residual = np.linalg.norm(diff[..., None, :] - a[..., None] * vectors, axis=-1)  # [F, H, W, C]
-    residual = np.where(a > MIN_ALPHA, residual, np.inf)
+    # Pixel noise (robust spread of the background around its median): blends weaker than 3 sigma are noise.
+    noise = float(np.linalg.norm(1.4826 * np.median(np.abs(diff.reshape(-1, 3)), axis=0)))
+    min_alpha = np.maximum(MIN_ALPHA, 3.0 * noise / np.linalg.norm(vectors, axis=-1))
+    residual = np.where(a > min_alpha, residual, np.inf)
     best = np.argmin(residual, axis=-1)
     ok = np.take_along_axis(residual, best[..., None], -1)[..., 0] < MAX_RESIDUAL
     alpha = np.clip(a, 0.0, 1.0)
