@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import os
 import sys
@@ -138,7 +139,8 @@ def main() -> None:
             raise SystemExit(f"the runs make {config.data.num_frames} x {config.data.resolution}^2 clips: pass "
                              f"--num_frames {config.data.num_frames} --resolution {config.data.resolution}")
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-        result = evaluate_runs(config, [w for w in args.workdirs.split(",") if w.strip()], seeds, items=items)
+        with contextlib.redirect_stdout(sys.stderr):   # progress lines: stdout is the JSON
+            result = evaluate_runs(config, [w for w in args.workdirs.split(",") if w.strip()], seeds, items=items)
         out["runs"] = {"label": args.label, "summary": result["summary"], "plans": result["plans"],
                        "per_run": [{"workdir": r["workdir"], "seed": r["seed"],
                                     **{k: v for k, v in r["metrics"].items() if k != "by_actions"}}
