@@ -229,18 +229,23 @@ def conditioning_plans(config: Any, items: Sequence[EvalItem]) -> tuple[list[Pla
 
 
 def generate_set(experiment: Any, params: Any, items: Sequence[EvalItem], plans: Sequence[Plan], seed: int,
-                 progress: bool = True) -> np.ndarray:
-    """uint8 [N, F, H, W, 3]: clip i sampled with seed `seed * 1_000_003 + i` from plan i."""
+                 batch_size: int = 8, progress: bool = True) -> np.ndarray:
+    """uint8 [N, F, H, W, 3]: clip i sampled from plan i with seed `seed * 1_000_003 + i`, in batches of
+    `batch_size` (a clip does not depend on its batch-mates; the last batch is padded, so one compile)."""
     from tqdm.auto import tqdm
 
-    from dysen_jax.sample import generate
+    from dysen_jax.sample import generate_batch
 
+    batch_size = max(1, min(int(batch_size), len(items)))
     clips = []
-    for i, (it, plan) in enumerate(tqdm(list(zip(items, plans)), desc=f"generate (seed {seed})",
-                                        disable=not progress, leave=False)):
-        frames, _ = generate(experiment, params, it.caption, seed=seed * 1_000_003 + i, plan=plan)
-        clips.append(frames)
-    return np.stack(clips)
+    for start in tqdm(range(0, len(items), batch_size), desc=f"generate (seed {seed})", disable=not progress,
+                      leave=False):
+        index = list(range(start, min(start + batch_size, len(items))))
+        padded = index + [index[-1]] * (batch_size - len(index))
+        videos = generate_batch(experiment, params, [items[i].caption for i in padded], [plans[i] for i in padded],
+                                [seed * 1_000_003 + i for i in padded])
+        clips.append(videos[:len(index)])
+    return np.concatenate(clips)
 
 
 # --- runs -> table -------------------------------------------------------------------------------------------
@@ -276,7 +281,7 @@ def evaluate_runs(config: Any, workdirs: Sequence[str], seeds: Sequence[int], pr
         experiment = load_experiment(config, workdir)
         params = load_params(experiment, workdir)
         for seed in seeds:
-            videos = generate_set(experiment, params, items, plans, seed, progress)
+            videos = generate_set(experiment, params, items, plans, seed, scorers.batch_size, progress)
             if real is not None and real.shape[1:] != videos.shape[1:]:
                 raise ValueError(f"real clips are {real.shape[1:]} but the model generates {videos.shape[1:]}: "
                                  "make the captions file's videos match config.data")
