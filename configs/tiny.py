@@ -259,5 +259,5 @@ def base_config() -> ml_collections.ConfigDict:
     c.evaluate.clip_path = ""         # transformers CLIPModel folder (safetensors): CLIPSIM; "" = off
     c.evaluate.c3d_path = ""          # C3D .safetensors (UCF-101 classes): IS; "" = off
     c.evaluate.is_splits = 1          # IS splits (mean +- std over splits)
-    c.evaluate.batch_size = 8         # clips per feature-model call
+    c.evaluate.batch_size = 8         # clips per generation batch and feature-model call
     return c
