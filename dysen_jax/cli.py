@@ -92,10 +92,15 @@ def run(main: Callable[[list[str]], None], extra_flags: tuple[str, ...] = (),
         _FLAG_DEFINITIONS[name]()
     flags.mark_flags_as_required(["config", *required])
     job = _with_distributed(main) if "distributed" in extra_flags else main
+    run_absl(_quiet(job))
+
+
+def run_absl(main: Callable[[list[str]], None]) -> None:
+    """`absl.app.run(main)`, except that --help exits 0 (absl exits 1 after printing it; asking for help
+    is not an error). For scripts with their own absl flags (benchmarks/)."""
     try:
-        app.run(_quiet(job))
+        app.run(main)
     except SystemExit as exit_:
-        # absl exits 1 after printing --help; asking for help is not an error.
         if exit_.code == 1 and set(sys.argv[1:]) & {"--help", "-h", "-?", "--helpfull", "--helpshort"}:
             raise SystemExit(0) from None
         raise
