@@ -14,6 +14,7 @@ without the SDK's request object, whose headers carry it).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import hashlib
 import json
@@ -346,14 +347,20 @@ class LLMClient:
 
     def complete_many(self, list_of_messages: Sequence[Messages], *,
                       response_format: dict[str, Any] | None = None) -> list[Completion | Exception]:
-        """Sync entry point for `acomplete_many` (runs its own event loop; call `acomplete_many` inside one)."""
+        """Sync entry point for `acomplete_many` (runs its own event loop; call `acomplete_many` inside one).
+        Called from a thread that already runs a loop (a Jupyter / Colab cell), it runs in a worker thread."""
         async def run() -> list[Completion | Exception]:
             try:
                 return await self.acomplete_many(list_of_messages, response_format=response_format)
             finally:
                 await self.aclose()
 
-        return asyncio.run(run())
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # no loop in this thread: the usual case
+            return asyncio.run(run())
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            return pool.submit(asyncio.run, run()).result()
 
     def report(self) -> dict[str, Any]:
         """Counters plus the non-secret settings, for the job's report (JSON-serialisable)."""
