@@ -54,14 +54,14 @@ def _dense(take: Callable[[str], np.ndarray], src: str) -> dict[str, np.ndarray]
     return {"kernel": linear(take(f"{src}.weight")), "bias": take(f"{src}.bias")}
 
 
-def _layer_norm(take: Callable[[str], np.ndarray], state: TorchState, src: str) -> dict[str, np.ndarray]:
+def layer_norm_params(take: Callable[[str], np.ndarray], state: TorchState, src: str) -> dict[str, np.ndarray]:
     """weight/bias (or the old TF-BERT gamma/beta) -> scale/bias."""
     if state.has(f"{src}.gamma") and not state.has(f"{src}.weight"):
         return {"scale": take(f"{src}.gamma"), "bias": take(f"{src}.beta")}
     return {"scale": take(f"{src}.weight"), "bias": take(f"{src}.bias")}
 
 
-def _nest(prefix: str, tree: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def nest_under(prefix: str, tree: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {f"{prefix}/{k}": v for k, v in tree.items()}
 
 
@@ -93,21 +93,29 @@ def _projection_name(prefix: str) -> str:
     return f"{outer}text_projection.weight"
 
 
+def clip_encoder_layers(state: TorchState, src_prefix: str, num_layers: int, num_heads: int) -> dict[str, np.ndarray]:
+    """{layer_i/...: array} of transformers' CLIPEncoderLayer stack `src_prefix`0.., shared by the text and
+    vision towers (metrics/clipsim.py)."""
+    take, flat = state.take, {}
+    for i in range(num_layers):
+        src, dst = f"{src_prefix}{i}.", f"layer_{i}"
+        flat.update(nest_under(f"{dst}/self_attn", _attention(take, f"{src}self_attn.", num_heads,
+                                                         {"query": "q_proj", "key": "k_proj", "value": "v_proj",
+                                                          "out": "out_proj"})))
+        flat.update(nest_under(f"{dst}/layer_norm1", layer_norm_params(take, state, f"{src}layer_norm1")))
+        flat.update(nest_under(f"{dst}/layer_norm2", layer_norm_params(take, state, f"{src}layer_norm2")))
+        flat.update(nest_under(f"{dst}/mlp/fc1", _dense(take, f"{src}mlp.fc1")))
+        flat.update(nest_under(f"{dst}/mlp/fc2", _dense(take, f"{src}mlp.fc2")))
+    return flat
+
+
 def clip_flat_params(state: TorchState, config: CLIPTextConfig, prefix: str) -> dict[str, np.ndarray]:
     """{flax/path: array} of CLIPTextTransformer from transformers' CLIP text names."""
     take, p = state.take, prefix
     flat = {"token_embedding/embedding": take(f"{p}embeddings.token_embedding.weight"),
             "position_embedding": take(f"{p}embeddings.position_embedding.weight"),
-            **_nest("final_layer_norm", _layer_norm(take, state, f"{p}final_layer_norm"))}
-    for i in range(config.num_layers):
-        src, dst = f"{p}encoder.layers.{i}.", f"layer_{i}"
-        flat.update(_nest(f"{dst}/self_attn", _attention(take, f"{src}self_attn.", config.num_heads,
-                                                         {"query": "q_proj", "key": "k_proj", "value": "v_proj",
-                                                          "out": "out_proj"})))
-        flat.update(_nest(f"{dst}/layer_norm1", _layer_norm(take, state, f"{src}layer_norm1")))
-        flat.update(_nest(f"{dst}/layer_norm2", _layer_norm(take, state, f"{src}layer_norm2")))
-        flat.update(_nest(f"{dst}/mlp/fc1", _dense(take, f"{src}mlp.fc1")))
-        flat.update(_nest(f"{dst}/mlp/fc2", _dense(take, f"{src}mlp.fc2")))
+            **nest_under("final_layer_norm", layer_norm_params(take, state, f"{p}final_layer_norm"))}
+    flat.update(clip_encoder_layers(state, f"{p}encoder.layers.", config.num_layers, config.num_heads))
     if config.projection_dim:
         flat["text_projection/kernel"] = linear(take(_projection_name(p)))
     return flat
@@ -146,16 +154,16 @@ def bert_flat_params(state: TorchState, config: BertTextConfig, prefix: str) -> 
     flat = {"word_embeddings/embedding": take(f"{p}embeddings.word_embeddings.weight"),
             "position_embeddings/embedding": take(f"{p}embeddings.position_embeddings.weight"),
             "token_type_embeddings/embedding": take(f"{p}embeddings.token_type_embeddings.weight"),
-            **_nest("embeddings_norm", _layer_norm(take, state, f"{p}embeddings.LayerNorm"))}
+            **nest_under("embeddings_norm", layer_norm_params(take, state, f"{p}embeddings.LayerNorm"))}
     for i in range(config.num_layers):
         src, dst = f"{p}encoder.layer.{i}.", f"layer_{i}"
-        flat.update(_nest(f"{dst}/attention", _attention(take, f"{src}attention.", config.num_heads,
+        flat.update(nest_under(f"{dst}/attention", _attention(take, f"{src}attention.", config.num_heads,
                                                          {"query": "self.query", "key": "self.key",
                                                           "value": "self.value", "out": "output.dense"})))
-        flat.update(_nest(f"{dst}/attention_norm", _layer_norm(take, state, f"{src}attention.output.LayerNorm")))
-        flat.update(_nest(f"{dst}/mlp/fc1", _dense(take, f"{src}intermediate.dense")))
-        flat.update(_nest(f"{dst}/mlp/fc2", _dense(take, f"{src}output.dense")))
-        flat.update(_nest(f"{dst}/output_norm", _layer_norm(take, state, f"{src}output.LayerNorm")))
+        flat.update(nest_under(f"{dst}/attention_norm", layer_norm_params(take, state, f"{src}attention.output.LayerNorm")))
+        flat.update(nest_under(f"{dst}/mlp/fc1", _dense(take, f"{src}intermediate.dense")))
+        flat.update(nest_under(f"{dst}/mlp/fc2", _dense(take, f"{src}output.dense")))
+        flat.update(nest_under(f"{dst}/output_norm", layer_norm_params(take, state, f"{src}output.LayerNorm")))
     return flat
 
 

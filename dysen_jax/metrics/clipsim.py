@@ -25,7 +25,7 @@ import numpy as np
 
 from dysen_jax.convert.common import (ConversionError, TorchState, check_all_used, conv, linear, read_config,
                                       to_params)
-from dysen_jax.convert.text import _attention, _dense, _layer_norm, _nest, clip_flat_params
+from dysen_jax.convert.text import clip_encoder_layers, clip_flat_params, layer_norm_params, nest_under
 from dysen_jax.metrics.batches import map_batches
 from dysen_jax.models.clip_vision import CLIPVisionConfig, CLIPVisionTransformer
 from dysen_jax.models.text_encoder import CLIPTextConfig, CLIPTextTransformer, l2_normalize
@@ -41,18 +41,10 @@ def vision_flat_params(state: TorchState, config: CLIPVisionConfig) -> dict[str,
     flat = {"patch_embedding/kernel": conv(take(f"{p}embeddings.patch_embedding.weight")),
             "class_embedding": take(f"{p}embeddings.class_embedding"),
             "position_embedding": take(f"{p}embeddings.position_embedding.weight"),
-            **_nest("pre_layrnorm", _layer_norm(take, state, f"{p}pre_layrnorm")),
-            **_nest("post_layernorm", _layer_norm(take, state, f"{p}post_layernorm")),
+            **nest_under("pre_layrnorm", layer_norm_params(take, state, f"{p}pre_layrnorm")),
+            **nest_under("post_layernorm", layer_norm_params(take, state, f"{p}post_layernorm")),
             "visual_projection/kernel": linear(take("visual_projection.weight"))}
-    for i in range(config.num_layers):
-        src, dst = f"{p}encoder.layers.{i}.", f"layer_{i}"
-        flat.update(_nest(f"{dst}/self_attn", _attention(take, f"{src}self_attn.", config.num_heads,
-                                                         {"query": "q_proj", "key": "k_proj", "value": "v_proj",
-                                                          "out": "out_proj"})))
-        flat.update(_nest(f"{dst}/layer_norm1", _layer_norm(take, state, f"{src}layer_norm1")))
-        flat.update(_nest(f"{dst}/layer_norm2", _layer_norm(take, state, f"{src}layer_norm2")))
-        flat.update(_nest(f"{dst}/mlp/fc1", _dense(take, f"{src}mlp.fc1")))
-        flat.update(_nest(f"{dst}/mlp/fc2", _dense(take, f"{src}mlp.fc2")))
+    flat.update(clip_encoder_layers(state, f"{p}encoder.layers.", config.num_layers, config.num_heads))
     return flat
 
 
