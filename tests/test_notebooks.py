@@ -18,11 +18,15 @@ EXECUTED = {
     "bring_your_own_data.ipynb": (1, ["repaired 1, fell back 1", "this_file_is_missing.mp4"]),  # report, failures
 }
 TIMEOUT_S = 600  # per cell (a cold XLA cache on a loaded 2-core machine is slow)
+# The quickstart samples the bundled checkpoint (issue 7), which the repository ships as checkpoints/tiny;
+# DYSEN_BUNDLE points the notebook and this test at another workdir (e.g. a training run's).
+BUNDLE = os.environ.get("DYSEN_BUNDLE", os.path.join(ROOT, "checkpoints", "tiny"))
 
 
 def test_the_notebooks_exist():
     names = {os.path.basename(p) for p in NOTEBOOKS}
-    assert set(EXECUTED) <= names, f"missing notebooks: {sorted(set(EXECUTED) - names)}"
+    expected = set(EXECUTED) | {"quickstart.ipynb"}
+    assert expected <= names, f"missing notebooks: {sorted(expected - names)}"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
@@ -35,8 +39,8 @@ def test_notebook_is_stored_without_outputs(path):
                        "(Jupyter: Edit > Clear All Outputs; or `jupyter nbconvert --clear-output --inplace`)")
 
 
-@pytest.mark.parametrize("name", EXECUTED)
-def test_notebook_runs_in_small_mode(name, tmp_path, monkeypatch):
+def execute(name: str, tmp_path, monkeypatch) -> list[dict]:
+    """Runs notebooks/<name> in small mode in a fresh kernel; returns the outputs of its code cells."""
     nbformat = pytest.importorskip("nbformat", reason="executing notebooks needs nbformat==5.11.1 (test extra)")
     nbclient = pytest.importorskip("nbclient", reason="executing notebooks needs nbclient==0.11.0 (test extra)")
     pytest.importorskip("ipykernel", reason="executing notebooks needs ipykernel==7.4.0 (test extra)")
@@ -46,10 +50,39 @@ def test_notebook_runs_in_small_mode(name, tmp_path, monkeypatch):
     client = nbclient.NotebookClient(notebook, timeout=TIMEOUT_S, kernel_name="python3",
                                      resources={"metadata": {"path": os.path.join(ROOT, "notebooks")}})
     client.execute()  # raises CellExecutionError with the cell and its traceback if a cell fails
-    outputs = [out for cell in notebook.cells if cell.cell_type == "code" for out in cell.get("outputs", [])]
-    images = sum(1 for out in outputs if {"image/png", "image/gif"} & set(out.get("data", {})))
-    text = "".join(out.get("text", "") + out.get("data", {}).get("text/plain", "") for out in outputs)
+    return [out for cell in notebook.cells if cell.cell_type == "code" for out in cell.get("outputs", [])]
+
+
+def count_pictures(outputs: list[dict]) -> int:
+    return sum(1 for out in outputs if {"image/png", "image/gif"} & set(out.get("data", {})))
+
+
+def output_text(outputs: list[dict]) -> str:
+    return "".join(out.get("text", "") + out.get("data", {}).get("text/plain", "") for out in outputs)
+
+
+@pytest.mark.parametrize("name", EXECUTED)
+def test_notebook_runs_in_small_mode(name, tmp_path, monkeypatch):
+    outputs = execute(name, tmp_path, monkeypatch)
+    images, text = count_pictures(outputs), output_text(outputs)
     min_images, phrases = EXECUTED[name]
     assert images >= min_images, f"{name} showed {images} pictures in small mode, expected at least {min_images}"
     missing = [p for p in phrases if p not in text]
     assert not missing, f"{name}'s outputs lack {missing}"
+
+
+def test_quickstart_samples_the_bundled_checkpoint(tmp_path, monkeypatch):
+    """Plan, DSG picture, a clip and a 2-clip VidRD video from the bundle, the videos shown as inline GIFs."""
+    if not os.path.isdir(os.path.join(BUNDLE, "checkpoints")):
+        pytest.skip(f"no bundled checkpoint in {BUNDLE} (checkpoints/tiny ships with issue 7; or set "
+                    "DYSEN_BUNDLE to a workdir trained with configs/tiny.py)")
+    monkeypatch.setenv("DYSEN_BUNDLE", BUNDLE)
+    outputs = execute("quickstart.ipynb", tmp_path, monkeypatch)
+    text = output_text(outputs)
+    gifs = [out for out in outputs if 'src="data:image/gif;base64,' in out.get("data", {}).get("text/html", "")]
+    assert len(gifs) == 2, f"the quickstart showed {len(gifs)} inline GIFs, expected the clip and the long video"
+    assert count_pictures(outputs) >= 3, "expected the plan's DSG picture and one per video"
+    for phrase in ("event: Event(agent='red circle', predicate='moving right'", "bundled checkpoint: ",
+                   "8 frames 32x32", "2 clips, 16 frames"):
+        assert phrase in text, f"the quickstart's outputs lack {phrase!r}"
+    assert os.path.getsize(tmp_path / "notebook_quickstart_small" / "long.gif") > 0
