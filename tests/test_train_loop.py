@@ -151,7 +151,7 @@ def test_step_flops_and_mfu():
 def _train_cli(workdir: str, data_dir: str, num_steps: int) -> subprocess.Popen:
     args = [sys.executable, "-m", "dysen_jax.train", "--config=configs/tiny.py:smoke", f"--workdir={workdir}",
             f"--config.data.data_dir={data_dir}", f"--config.train.num_steps={num_steps}",
-            "--config.train.checkpoint_every=2", "--config.train.keep_checkpoints=50",
+            "--config.train.checkpoint_every=10", "--config.train.keep_checkpoints=50",
             "--config.train.sample_at_end=False", "--config.train.log_every=1",
             "--config.train.warmup_steps=0"]  # as _config
     return subprocess.Popen(args, cwd=REPO, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
