@@ -2,7 +2,7 @@
 
 Use: --config=configs/paper.py (stage II/III training on a caption file of real videos, e.g. WebVid),
 override any key with --config.train.batch_size=32 etc. Variants are the Table 4 ablations as in
-configs/tiny.py (`:no_dysen`, `:no_imagination`, `:no_swc`, `:no_rl_icl`) and the training stages
+configs/tiny.py (`:no_dysen`, `:no_imagination`, `:no_swc`, `:no_rl_icl`, `:gnn`) and the training stages
 (`:stage2`, `:stage3`; stage I is configs/vidrd_vae.py), combinable with commas.
 
 What the paper fixes (§5.1, §3.1, App. A): an LDM backbone whose 3D-UNet works on latents
@@ -24,18 +24,12 @@ model.text_encoder = "clip" needs model.text_encoder_path (a converted CLIPTextM
 
 import ml_collections
 
+from dysen_jax.ablations import ABLATIONS, apply_switches
 from dysen_jax.parallel.logical import DEFAULT_MIN_SHARD_SIZE, DEFAULT_RULES
 from dysen_jax.metrics.settings import evaluate_config
 from dysen_jax.planner.settings import planner_config
 
 
-# Table 4 of the paper (ablations), as switches on top of any run; combine with commas.
-ABLATIONS = {
-    "no_dysen": {"model.use_dsg": False},             # w/o Dysen: no DSG reaches the model (Latent-VDM)
-    "no_imagination": {"planner.imagination": False},  # w/o step III
-    "no_swc": {"planner.sliding_window": False},       # step III without the sliding window context
-    "no_rl_icl": {"planner.selection": "random"},      # random instead of RL-chosen demonstrations
-}
 
 
 # The paper's training stages II and III (§4, "Training"; stage I is configs/vidrd_vae.py). Stage II
@@ -44,7 +38,7 @@ ABLATIONS = {
 # DSG cross-attention, per-frame affine, nulls); stage III updates the whole denoiser with the full
 # Dysen DSGs (step III imagination) from stage II's checkpoint: add
 # --config.init_from.checkpoint=STAGE2_WORKDIR. The text encoder and the VAE stay frozen in both.
-STAGE2_TRAINABLE = (r"^(rgtrm|null_dsg|null_text)/|temp_|transformer_in|frame_affine|/attn1/|/attn_dsg/|"
+STAGE2_TRAINABLE = (r"^(rgtrm|gnn|null_dsg|null_text)/|temp_|transformer_in|frame_affine|/attn1/|/attn_dsg/|"
                     r"/norm_dsg/")
 STAGES = {
     "stage2": {"train.trainable": STAGE2_TRAINABLE, "planner.imagination": False},
@@ -60,9 +54,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         if v not in switches:
             raise ValueError(f"configs/paper.py has no variant {v!r}: use '' or any of "
                              f"{', '.join(switches)} (comma-separated)")
-        for key, value in switches[v].items():
-            section, field = key.split(".")
-            c[section][field] = value
+        apply_switches(c, switches[v])
     return c
 
 
@@ -130,6 +122,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.rgtrm_scan = True       # layers under nn.scan: compile time flat in L (benchmarks/rgtrm_compile.py)
     c.model.rgtrm_remat = "none"    # none | full | dots | dots_no_batch (the RGTrm is small next to the UNet)
     c.model.use_dsg = True          # False: text-only ("w/o Dysen" = Latent-VDM)
+    c.model.dsg_encoder = "rgtrm"   # rgtrm | gnn (a plain graph convolution net, Table 4\'s "RGTrm -> GNN")
     c.model.latent = True           # latent diffusion: the UNet works on VAE latents (dysen_jax/training/latents.py)
     c.model.in_channels = 4         # latent channels (= vae.latent_channels)
     c.model.channels = (320, 640, 1280, 1280)             # SD block_out_channels (32, 16, 8, 4 latent px)

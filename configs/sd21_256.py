@@ -2,7 +2,7 @@
 
 Use: --config=configs/sd21_256.py, override any key with --config.train.batch_size=32 etc. Variants
 are the Table 4 ablations as in configs/tiny.py (`:no_dysen`, `:no_imagination`, `:no_swc`,
-`:no_rl_icl`, combinable with commas).
+`:no_rl_icl`, `:gnn`, combinable with commas).
 
 VidRD (§4.1, §4.2) starts the spatial layers of its video UNet from SD 2.1-base, keeps SD's VAE
 (optionally with a fine-tuned temporal decoder) and its frozen OpenCLIP ViT-H/14 text tower
@@ -22,18 +22,12 @@ with `--config.model.text_encoder=tiny` the word-level encoder of the same width
 
 import ml_collections
 
+from dysen_jax.ablations import ABLATIONS, apply_switches
 from dysen_jax.parallel.logical import DEFAULT_MIN_SHARD_SIZE, DEFAULT_RULES
 from dysen_jax.metrics.settings import evaluate_config
 from dysen_jax.planner.settings import planner_config
 
 
-# Table 4 of the paper (ablations), as switches on top of any run; combine with commas.
-ABLATIONS = {
-    "no_dysen": {"model.use_dsg": False},             # w/o Dysen: no DSG reaches the model (plain VidRD)
-    "no_imagination": {"planner.imagination": False},  # w/o step III
-    "no_swc": {"planner.sliding_window": False},       # step III without the sliding window context
-    "no_rl_icl": {"planner.selection": "random"},      # random instead of RL-chosen demonstrations
-}
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
@@ -43,9 +37,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         if v not in ABLATIONS:
             raise ValueError(f"configs/sd21_256.py has no variant {v!r}: use '' or any of "
                              f"{', '.join(ABLATIONS)} (comma-separated)")
-        for key, value in ABLATIONS[v].items():
-            section, field = key.split(".")
-            c[section][field] = value
+        apply_switches(c, ABLATIONS[v])
     return c
 
 
@@ -111,6 +103,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.rgtrm_scan = True       # layers under nn.scan: compile time flat in L (benchmarks/rgtrm_compile.py)
     c.model.rgtrm_remat = "none"    # none | full | dots | dots_no_batch
     c.model.use_dsg = True          # False: text-only ("w/o Dysen")
+    c.model.dsg_encoder = "rgtrm"   # rgtrm | gnn (a plain graph convolution net, Table 4\'s "RGTrm -> GNN")
     c.model.latent = True           # latent diffusion: the UNet works on VAE latents (dysen_jax/training/latents.py)
     c.model.in_channels = 4         # latent channels (= vae.latent_channels)
     c.model.channels = (320, 640, 1280, 1280)             # SD block_out_channels (32, 16, 8, 4 latent px)

@@ -3,7 +3,7 @@
 Use: --config=configs/tiny.py, override any key with --config.train.num_steps=10 etc.
 Variant `--config=configs/tiny.py:smoke` shrinks everything so a run takes seconds (the tests use it);
 the paper's Table 4 ablations are variants too (`:no_dysen`, `:no_imagination`, `:no_swc`,
-`:no_rl_icl`, combinable: `:smoke,no_swc`). The planner rows need `--config.planner.backend=openai`.
+`:no_rl_icl`, `:gnn`, combinable: `:smoke,no_swc`). The planner rows need `--config.planner.backend=openai`.
 Variant `:latent` is latent diffusion as in the paper, with a tiny *random-init* VAE (no pretrained
 weights exist offline; 32 px frames -> 8x8x4 latents, `init_from.vae="random"`): it exercises the
 latent path (encode, DDIM in latent space, decode) end to end but its decoded videos are noise;
@@ -14,18 +14,12 @@ latent path (encode, DDIM in latent space, decode) end to end but its decoded vi
 
 import ml_collections
 
+from dysen_jax.ablations import ABLATIONS, apply_switches
 from dysen_jax.parallel.logical import DEFAULT_MIN_SHARD_SIZE, DEFAULT_RULES
 from dysen_jax.metrics.settings import evaluate_config
 from dysen_jax.planner.settings import planner_config
 
 
-# Table 4 of the paper (ablations), as switches on top of any run; combine with commas.
-ABLATIONS = {
-    "no_dysen": {"model.use_dsg": False},             # w/o Dysen: no DSG reaches the model (Latent-VDM)
-    "no_imagination": {"planner.imagination": False},  # w/o step III
-    "no_swc": {"planner.sliding_window": False},       # step III without the sliding window context
-    "no_rl_icl": {"planner.selection": "random"},      # random instead of RL-chosen demonstrations
-}
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
@@ -39,9 +33,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         elif name == "small":
             grow_to_small(c)
         elif name in ABLATIONS:
-            for key, value in ABLATIONS[name].items():
-                section, field = key.split(".")
-                c[section][field] = value
+            apply_switches(c, ABLATIONS[name])
         else:
             raise ValueError(f"configs/tiny.py has no variant {name!r}: use '', 'smoke', 'latent', 'small' or any of "
                              f"{', '.join(ABLATIONS)} (comma-separated)")
@@ -159,6 +151,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.text_encoder_path = ""  # converted params folder (python -m dysen_jax.convert); minilm: "" = shipped
     c.model.text_encoder_layer = -1  # CLIP hidden state to use: -1 last, -2 penultimate (SD 2.x)
     c.model.use_dsg = True          # False: text-only ("w/o Dysen")
+    c.model.dsg_encoder = "rgtrm"   # rgtrm | gnn (a plain graph convolution net, Table 4\'s "RGTrm -> GNN")
     c.model.latent = False          # True: latent diffusion on the `vae` section's latents (variant :latent)
     c.model.in_channels = 3         # denoiser input channels: 3 (RGB) in pixel space, vae.latent_channels if latent
     # 3D-UNet (dysen_jax/models/unet3d.py): SD's diffusers layout + temporal layers; keys -> UNet3DConfig

@@ -10,6 +10,7 @@ import pytest
 from configs.tiny import get_config
 from dysen_jax.dsg.tensorize import NUM_EDGE_TYPES
 from dysen_jax.models.denoiser import DysenDenoiser, build_denoiser, frame_graphs
+from dysen_jax.models.gnn import GraphConvEncoder
 from dysen_jax.models.layers import masked_softmax
 from dysen_jax.models.rgtrm import RGTrm
 from dysen_jax.models.text_encoder import TinyTextEncoder
@@ -205,6 +206,58 @@ def test_rgtrm_step_m_depends_on_previous_step_queries(rgtrm):
     base, _ = apply(params, dsg)
     new, _ = apply(params, earlier)
     assert np.abs(np.asarray(new[:, 1, :2]) - np.asarray(base[:, 1, :2])).max() > 1e-4
+
+
+# ----------------------------------------------------------------------------------------- GNN (Table 4 ablation)
+
+
+@pytest.fixture(scope="module")
+def gnn():
+    model = GraphConvEncoder(vocab_size=VOCAB, width=16, num_layers=2)
+    params = perturb(jax.jit(model.init)(jax.random.key(0), *rgtrm_args(make_dsg())))
+    return model, params, jax.jit(lambda p, dsg: model.apply(p, *rgtrm_args(dsg)))
+
+
+def test_gnn_shapes_mask_and_absent_nodes_do_not_leak(gnn):
+    _, params, apply = gnn
+    dsg = make_dsg()
+    dsg["node_mask"][:, :, 2] = False
+    feats, mask = apply(params, dsg)
+    assert feats.shape == (B, M, N, 16) and np.all(np.isfinite(feats))
+    np.testing.assert_array_equal(mask, dsg["node_mask"] & dsg["step_mask"][..., None])
+    np.testing.assert_allclose(np.where(mask[..., None], 0.0, feats), 0.0)
+    changed = {k: v.copy() for k, v in dsg.items()}
+    changed["node_words"][:, 2] = [7, 8, 9]       # absent node: no effect
+    np.testing.assert_allclose(apply(params, changed)[0], feats, atol=1e-6)
+    changed["node_words"][:, 0] = [7, 8, 9]       # present node: its neighbours move too
+    moved = np.abs(np.asarray(apply(params, changed)[0]) - np.asarray(feats))
+    neighbours = (dsg["edge_type"][:, 1, 0] != 0) & mask[:, 0, 1]
+    assert neighbours.any() and moved[:, 0, 1][neighbours].max() > 1e-4
+
+
+def test_gnn_has_no_recurrence_over_scene_graphs(gnn):
+    """Unlike the RGTrm (eq. 4 gates scene graph m's queries with m-1's), each scene graph is encoded alone."""
+    _, params, apply = gnn
+    dsg = make_dsg()
+    other = {k: v.copy() for k, v in dsg.items()}
+    other["step_time"][:, 0] += 3
+    other["node_mask"][:, 2:] = ~other["node_mask"][:, 2:]
+    base, _ = apply(params, dsg)
+    new, _ = apply(params, other)
+    np.testing.assert_allclose(new[:, 1], base[:, 1], atol=1e-6)
+    assert np.abs(np.asarray(new[:, 0]) - np.asarray(base[:, 0])).max() > 1e-3
+
+
+def test_gnn_ablation_denoiser_swaps_the_encoder_only():
+    rgtrm_model = build_denoiser(model_config())
+    gnn_model = build_denoiser(model_config(dsg_encoder="gnn"))
+    shapes = lambda m: jax.eval_shape(init_fn(m), jax.random.key(0))["params"]
+    p_rgtrm, p_gnn = shapes(rgtrm_model), shapes(gnn_model)
+    assert "gnn" in p_gnn and "rgtrm" not in p_gnn
+    same = lambda p: jax.tree.map(lambda a: a.shape, {k: v for k, v in p.items() if k not in ("rgtrm", "gnn")})
+    assert same(p_rgtrm) == same(p_gnn)
+    with pytest.raises(ValueError, match="model.dsg_encoder"):
+        build_denoiser(model_config(dsg_encoder="gcn"))
 
 
 # ----------------------------------------------------------------------------------------- denoiser

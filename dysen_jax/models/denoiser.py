@@ -3,7 +3,8 @@
 Each video frame f cross-attends to the nodes of the scene graph it shows, m = frame_step[b, f]
 (frames and DSG steps are aligned by time by `tensorize`), then to the whole text. With
 `use_dsg=False` (the "w/o Dysen" ablation) no RGTrm or DSG null exists and the UNet's transformer
-blocks only cross-attend to the text.
+blocks only cross-attend to the text. `dsg_encoder="gnn"` (the "RGTrm -> GNN" ablation) encodes the DSG
+with a plain graph convolution network (models/gnn.py) of the same width and depth instead.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from dysen_jax.models.gnn import GraphConvEncoder
 from dysen_jax.models.layers import Dtype
 from dysen_jax.models.rgtrm import RGTrm
 from dysen_jax.models.text_encoder import TinyTextEncoder, build_text_encoder
@@ -22,6 +24,7 @@ from dysen_jax.models.unet3d import UNet3D
 from dysen_jax.models.unet_config import UNet3DConfig, from_model_config
 
 Array = jax.Array
+DSG_ENCODERS = ("rgtrm", "gnn")
 
 
 def frame_graphs(graph_feats: Array, graph_mask: Array, frame_step: Array) -> tuple[Array, Array]:
@@ -69,6 +72,7 @@ class DysenDenoiser(nn.Module):
     rgtrm_scan: bool = False       # RGTrm layers under nn.scan (model.rgtrm_scan)
     rgtrm_remat: str = "none"      # RGTrm per-layer remat policy (model.rgtrm_remat)
     text_encoder: nn.Module | None = None  # a pretrained tower (build_text_encoder); None = TinyTextEncoder
+    dsg_encoder: str = "rgtrm"     # rgtrm | gnn (Table 4's "RGTrm -> GNN"; model.dsg_encoder)
 
     @nn.compact
     def __call__(self, x: Array, timesteps: Array, text_tokens: Array, dsg: Mapping[str, Array] | None,
@@ -81,8 +85,13 @@ class DysenDenoiser(nn.Module):
         if self.use_dsg_branch:
             if dsg is None:
                 raise ValueError("this denoiser has a DSG branch (model.use_dsg=True) but got dsg=None")
-            graphs, graph_mask = RGTrm(self.vocab_size, self.rgtrm_width, self.rgtrm_layers, self.rgtrm_heads,
-                                       self.dropout, self.dtype, self.rgtrm_scan, self.rgtrm_remat, name="rgtrm")(
+            if self.dsg_encoder == "gnn":
+                graph_encoder = GraphConvEncoder(self.vocab_size, self.rgtrm_width, self.rgtrm_layers, self.dropout,
+                                                 self.dtype, name="gnn")
+            else:
+                graph_encoder = RGTrm(self.vocab_size, self.rgtrm_width, self.rgtrm_layers, self.rgtrm_heads,
+                                      self.dropout, self.dtype, self.rgtrm_scan, self.rgtrm_remat, name="rgtrm")
+            graphs, graph_mask = graph_encoder(
                 dsg["node_words"], dsg["node_type"], dsg["edge_type"], dsg["node_mask"], dsg["step_mask"],
                 dsg["step_time"], deterministic)
             feats, mask = frame_graphs(graphs, graph_mask, dsg["frame_step"])
@@ -96,6 +105,9 @@ def build_denoiser(model_cfg: ml_collections.ConfigDict) -> DysenDenoiser:
     if model_cfg.vocab_size < 1:
         raise ValueError(f"model.vocab_size={model_cfg.vocab_size}: resolve it from the preprocessed data's "
                          "manifest (WordVocab.size) before building the model")
+    dsg_encoder = str(model_cfg.get("dsg_encoder", "rgtrm"))
+    if dsg_encoder not in DSG_ENCODERS:
+        raise ValueError(f"model.dsg_encoder={dsg_encoder!r}: use one of {list(DSG_ENCODERS)}")
     return DysenDenoiser(
         vocab_size=int(model_cfg.vocab_size), text_width=int(model_cfg.text_width),
         text_layers=int(model_cfg.text_layers), text_heads=int(model_cfg.text_heads),
@@ -103,4 +115,5 @@ def build_denoiser(model_cfg: ml_collections.ConfigDict) -> DysenDenoiser:
         rgtrm_heads=int(model_cfg.rgtrm_heads), use_dsg_branch=bool(model_cfg.use_dsg),
         unet=from_model_config(model_cfg), dropout=float(model_cfg.dropout), dtype=jnp.dtype(model_cfg.dtype),
         rgtrm_scan=bool(model_cfg.get("rgtrm_scan", False)), rgtrm_remat=str(model_cfg.get("rgtrm_remat", "none")),
-        text_encoder=None if model_cfg.get("text_encoder", "tiny") == "tiny" else build_text_encoder(model_cfg))
+        text_encoder=None if model_cfg.get("text_encoder", "tiny") == "tiny" else build_text_encoder(model_cfg),
+        dsg_encoder=dsg_encoder)
