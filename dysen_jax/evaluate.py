@@ -14,6 +14,10 @@ section enables:
   real clips of the split: heavy, off by default on CPU.
 * CLIPSIM (`evaluate.clip_path`, a local transformers CLIPModel folder): mean frame-caption cosine.
 * IS (`evaluate.c3d_path`, a local C3D safetensors file): inception score of C3D class probabilities.
+* Held-out loss (`evaluate.heldout_loss`, needs the real clips): the training loss of the real clips
+  given their captions and plans at fixed timesteps and noise (metrics/heldout_loss.py), once per
+  workdir (it does not depend on the sampling seed). It separates conditioning variants before their
+  samples are good enough to parse.
 
 The evaluation set: for the dynamic-shapes dataset the held-out split (`heldout_split`: equally
 many captions with 1..evaluate.max_actions actions, sequential and concurrent, caption order !=
@@ -280,12 +284,18 @@ def evaluate_runs(config: Any, workdirs: Sequence[str], seeds: Sequence[int], pr
     for workdir in workdirs:
         experiment = load_experiment(config, workdir)
         params = load_params(experiment, workdir)
+        extra: dict[str, float] = {}
+        if real is not None and config.evaluate.get("heldout_loss", False):
+            from dysen_jax.metrics.heldout_loss import heldout_loss
+
+            extra["heldout_loss"] = heldout_loss(experiment, params, real, [it.caption for it in items], plans,
+                                                 seed=int(config.evaluate.split_seed))
         for seed in seeds:
             videos = generate_set(experiment, params, items, plans, seed, scorers.batch_size, progress)
             if real is not None and real.shape[1:] != videos.shape[1:]:
                 raise ValueError(f"real clips are {real.shape[1:]} but the model generates {videos.shape[1:]}: "
                                  "make the captions file's videos match config.data")
-            metrics = scorers.score(items, videos, plans, real)
+            metrics = {**scorers.score(items, videos, plans, real), **extra}
             logs.info(f"evaluate {workdir} seed {seed}: " + ", ".join(
                 f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
             runs.append({"workdir": workdir, "seed": int(seed), "metrics": metrics})
@@ -309,7 +319,7 @@ def _cell(stat: Mapping[str, float] | float | None, digits: int = 3) -> str:
 
 def table_metrics(rows: Mapping[str, Any]) -> list[str]:
     """Columns present in any row, in a fixed order."""
-    order = list(PARSER_METRICS) + ["clipsim", "is", "fvd", "fid"]
+    order = list(PARSER_METRICS) + ["clipsim", "is", "fvd", "fid", "heldout_loss"]
     present = {k for row in rows.values() for k in row["summary"]} | {k for row in rows.values()
                                                                        for k in row.get("ground_truth", {})}
     return [k for k in order if k in present]

@@ -84,6 +84,43 @@ def trained_workdir(tmp_path_factory):
     return workdir
 
 
+def test_heldout_loss_is_the_training_loss_and_sees_the_conditions(trained_workdir):
+    """Equals eq. 1 computed by hand for one clip, and changes when the plan or the caption does."""
+    import jax
+    import jax.numpy as jnp
+
+    from dysen_jax.diffusion.losses import q_sample
+    from dysen_jax.dsg.build import plan_from_events
+    from dysen_jax.experiment import init_params, load_experiment
+    from dysen_jax.metrics import heldout_loss as hl
+    from dysen_jax.sample import condition_arrays
+
+    config = tiny_test_config()
+    experiment = load_experiment(config, trained_workdir)
+    # fresh params + noise (so the zero-init DSG/temporal branches are active and norms keep their scale)
+    rng = np.random.default_rng(0)
+    params = jax.tree.map(lambda p: p + (0.05 * rng.standard_normal(p.shape)).astype(p.dtype),
+                          jax.jit(lambda key: init_params(experiment, key))(jax.random.PRNGKey(0)))
+    items = ev.heldout_split(2, 8, 16, 2)
+    videos = np.stack([it.video for it in items])
+    prompts, plans = [it.caption for it in items], [plan_from_events(it.events) for it in items]
+    got = hl.heldout_loss(experiment, params, videos[:1], prompts[:1], plans[:1], seed=5)
+    t = jnp.asarray(hl.timestep_grid(experiment.schedule.num_timesteps))
+    noise = hl.clip_noise(5, 0, experiment.input_shape)
+    x0 = jnp.repeat(jnp.asarray(videos[:1], jnp.float32) / 127.5 - 1, len(t), axis=0)
+    tokens, dsg = condition_arrays(experiment, prompts[:1], plans[:1])
+    tile = lambda a: jnp.repeat(a, len(t), axis=0)
+    keep = jnp.ones((len(t),), bool)
+    out = experiment.model.apply({"params": params}, q_sample(experiment.schedule, x0, t, noise), t, tile(tokens),
+                                 {k: tile(v) for k, v in dsg.items()}, use_text=keep, use_dsg=keep)
+    a = experiment.schedule.sqrt_alphas_cumprod[t][:, None, None, None, None]
+    s = experiment.schedule.sqrt_one_minus_alphas_cumprod[t][:, None, None, None, None]
+    assert got == pytest.approx(float(jnp.mean((out - (a * noise - s * x0)) ** 2)), rel=1e-5)
+    assert hl.heldout_loss(experiment, params, videos[:1], prompts[:1], plans[1:], seed=5) != got
+    assert hl.heldout_loss(experiment, params, videos[:1], prompts[1:], plans[:1], seed=5) != got
+    assert hl.heldout_loss(experiment, params, videos[:1], prompts[:1], plans[:1], seed=6) != got
+
+
 def test_evaluate_cli_end_to_end(trained_workdir, tmp_path):
     prefix = str(tmp_path / "eval" / "table")
     done = subprocess.run([sys.executable, "-m", "dysen_jax.evaluate", "--config=configs/tiny.py:smoke",
@@ -98,4 +135,6 @@ def test_evaluate_cli_end_to_end(trained_workdir, tmp_path):
         assert 0.0 <= table["summary"][key]["mean"] <= 1.0 and table["summary"][key]["n"] == 2
     assert set(table["summary"]["by_actions"]) == {"1", "2"}
     assert table["ground_truth"]["trirec"] == 1.0 and table["ground_truth"]["exact"] == 1.0
+    losses = [r["metrics"]["heldout_loss"] for r in table["runs"]]
+    assert losses[0] > 0 and losses[0] == losses[1]   # once per workdir: the sampling seed does not enter
     assert "trirec" in open(prefix + ".md").read()

