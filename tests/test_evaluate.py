@@ -119,6 +119,9 @@ def test_heldout_loss_is_the_training_loss_and_sees_the_conditions(trained_workd
     assert hl.heldout_loss(experiment, params, videos[:1], prompts[:1], plans[1:], seed=5) != got
     assert hl.heldout_loss(experiment, params, videos[:1], prompts[1:], plans[:1], seed=5) != got
     assert hl.heldout_loss(experiment, params, videos[:1], prompts[:1], plans[:1], seed=6) != got
+    null_dsg = hl.heldout_loss(experiment, params, videos[:1], prompts[:1], plans[:1], seed=5, use_dsg=False)
+    assert null_dsg != got   # the DSG's null replaces the plan: the plan no longer matters
+    assert hl.heldout_loss(experiment, params, videos[:1], prompts[:1], plans[1:], seed=5, use_dsg=False) == null_dsg
 
 
 def test_evaluate_cli_end_to_end(trained_workdir, tmp_path):

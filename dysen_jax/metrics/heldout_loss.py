@@ -31,8 +31,9 @@ def clip_noise(seed: int, index: int, shape: tuple[int, ...]) -> jax.Array:
 
 
 def heldout_loss(experiment: Any, params: Any, videos: np.ndarray, prompts: Sequence[str], plans: Sequence[Any],
-                 seed: int = 0) -> float:
-    """Mean eq. 1 loss (text and DSG kept) of uint8 clips [N, F, H, W, 3] over the timestep grid."""
+                 seed: int = 0, use_text: bool = True, use_dsg: bool = True) -> float:
+    """Mean eq. 1 loss of uint8 clips [N, F, H, W, 3] over the timestep grid, with the text and the DSG
+    kept or replaced by their learned nulls (`use_text`, `use_dsg`: how much the model uses each)."""
     from dysen_jax.sample import condition_arrays
 
     if len(videos) != len(prompts) or len(prompts) != len(plans):
@@ -52,7 +53,7 @@ def heldout_loss(experiment: Any, params: Any, videos: np.ndarray, prompts: Sequ
         tile = lambda a: jnp.repeat(a, NUM_TIMESTEPS, axis=0)
         keep = jnp.ones((NUM_TIMESTEPS,), bool)
         out = model.apply({"params": params}, x_t, grid, tile(tokens), {k: tile(v) for k, v in dsg.items()},
-                          use_text=keep, use_dsg=keep, deterministic=True)
+                          use_text=keep & use_text, use_dsg=keep & use_dsg, deterministic=True)
         return diffusion_loss(out, prediction_target(schedule, x0, noise, grid, prediction))
 
     losses = []
