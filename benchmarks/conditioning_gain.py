@@ -14,23 +14,14 @@ only in conditioning can differ only by what these gains are at that budget.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.dynamic_shapes_eval import load_config  # noqa: E402
 from benchmarks.machine import cpu_name  # noqa: E402
-
-
-def load_config(spec: str):
-    """`configs/x.py[:variant]` -> ConfigDict (as the CLIs' --config does)."""
-    path, _, variant = spec.partition(":")
-    module_spec = importlib.util.spec_from_file_location("_bench_config", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module.get_config(variant)
 
 
 def main() -> None:
