@@ -261,6 +261,8 @@ def test_clear_errors_for_bad_inputs(tmp_path):
 def test_second_run_with_the_llm_cache_makes_no_calls(tmp_path, server):
     config = _configure(tiny_test_config(), _llm_overrides(server, **{"planner.llm.cache_dir": str(tmp_path / "cache"),
                                                                       "data.plan_batch_size": 8}))
+    # Each answer takes 0.5 s, so a batch's requests overlap even on a loaded CI machine.
+    server.set_mode("slow", delay_s=0.5, answer=_rules_answer)
     first = preprocess_lib.preprocess(config, str(tmp_path / "first"), show_progress=False)
     assert server.calls == 16 and server.max_in_flight > 1  # a batch's requests run concurrently
     report = first["report"]
