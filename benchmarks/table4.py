@@ -1,6 +1,7 @@
 """Dysen-VDM's Table 4 (ablations) at a fixed CPU budget on the dynamic-shapes data.
 
     python benchmarks/table4.py --out=/tmp/table4 [--steps=200 --seeds=0,1,2 --rows=dysen,no_dysen,no_imagination,gnn]
+                                [--set diffusion.frame_noise_share=0 ...]
 
 For every row and seed, with the project's own commands (subprocesses, so this is exactly what a user
 runs): `python -m dysen_jax.preprocess` into OUT/ROW/seedS/data, `python -m dysen_jax.train
@@ -58,13 +59,24 @@ def final_checkpoint(workdir: str, steps: int) -> bool:
     return os.path.isdir(os.path.join(workdir, "checkpoints", str(steps)))
 
 
-def train_run(row: str, seed: int, steps: int, out: str, base_variant: str = "") -> dict:
+def config_overrides(settings: list[str]) -> list[str]:
+    """`--set KEY=VALUE` items -> `--config.KEY=VALUE` flags for every project command of the table."""
+    flags = []
+    for item in settings:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise SystemExit(f"--set {item!r}: write KEY=VALUE with a config key, e.g. diffusion.frame_noise_share=0")
+        flags.append(f"--config.{key.strip()}={value}")
+    return flags
+
+
+def train_run(row: str, seed: int, steps: int, out: str, base_variant: str = "", extra: tuple[str, ...] = ()) -> dict:
     """Preprocess + train one (row, seed) run unless its final checkpoint exists; returns its record."""
     workdir = os.path.join(out, row, f"seed{seed}")
     if final_checkpoint(workdir, steps):
         return {"row": row, "seed": seed, "workdir": workdir, "skipped": True}
     os.makedirs(workdir, exist_ok=True)
-    overrides = [f"--config.seed={seed}"]
+    overrides = [f"--config.seed={seed}", *extra]
     start = time.time()
     if not os.path.exists(os.path.join(workdir, "data", "manifest.json")):
         run([sys.executable, "-m", "dysen_jax.preprocess", config_arg(row, base_variant), f"--output_dir={workdir}/data", *overrides],
@@ -89,7 +101,11 @@ def main() -> int:
     parser.add_argument("--base_variant", default="", help="A configs/tiny.py variant under every row (smoke: a "
                         "seconds-long check of this script).")
     parser.add_argument("--force_eval", action="store_true", help="Evaluate rows already in the table again.")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="A config override for every run and evaluation (repeatable), e.g. "
+                        "--set diffusion.frame_noise_share=0.")
     args = parser.parse_args()
+    extra = tuple(config_overrides(args.set))
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
     unknown = [r for r in rows if r not in ROWS]
     if unknown:
@@ -106,7 +122,7 @@ def main() -> int:
     for i, (row, seed) in enumerate(todo, 1):
         print(f"[{i}/{len(todo)}] train {row} seed {seed} ({args.steps} steps)", flush=True)
         try:
-            record = train_run(row, seed, args.steps, args.out, args.base_variant)
+            record = train_run(row, seed, args.steps, args.out, args.base_variant, extra)
         except Exception as err:  # noqa: BLE001 - one failed run must not stop the others
             failed += 1
             with open(failures, "a") as f:
@@ -131,7 +147,8 @@ def main() -> int:
         try:
             run([sys.executable, "-m", "dysen_jax.evaluate", config_arg(row, args.base_variant), f"--workdir={','.join(ready)}",
                  "--seeds=0", f"--label={row}", f"--table={table}",
-                 f"--config.evaluate.num_videos={args.eval_videos}", f"--config.sample.steps={args.sample_steps}"],
+                 f"--config.evaluate.num_videos={args.eval_videos}", f"--config.sample.steps={args.sample_steps}",
+                 *extra],
                 os.path.join(args.out, f"evaluate_{row}.log"))
         except Exception as err:  # noqa: BLE001
             eval_failed += 1

@@ -106,7 +106,7 @@ def test_heldout_loss_is_the_training_loss_and_sees_the_conditions(trained_workd
     prompts, plans = [it.caption for it in items], [plan_from_events(it.events) for it in items]
     got = hl.heldout_loss(experiment, params, videos[:1], prompts[:1], plans[:1], seed=5)
     t = jnp.asarray(hl.timestep_grid(experiment.schedule.num_timesteps))
-    noise = hl.clip_noise(5, 0, experiment.input_shape)
+    noise = hl.clip_noise(5, 0, experiment.input_shape, config.diffusion.frame_noise_share)
     x0 = jnp.repeat(jnp.asarray(videos[:1], jnp.float32) / 127.5 - 1, len(t), axis=0)
     tokens, dsg = condition_arrays(experiment, prompts[:1], plans[:1])
     tile = lambda a: jnp.repeat(a, len(t), axis=0)

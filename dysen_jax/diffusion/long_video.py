@@ -123,7 +123,7 @@ def long_video(denoiser_for_clip: Callable[[int], DenoiseFn], keys: jax.Array, c
     bar = tqdm(range(int(vidrd.num_clips)), desc="clips", disable=not progress or vidrd.num_clips == 1)
     for i in bar:
         ck = clip_keys(keys, i)
-        fresh = initial_noise(ck, tuple(clip_shape))
+        fresh = initial_noise(ck, tuple(clip_shape), settings.frame_noise_share)
         noise = fresh if i == 0 or not vidrd.reuse_noise else next_clip_noise(noise, fresh, m, vidrd.pns_alpha)
         guide = staged_guide(trajectory, schedule.num_timesteps, m, beta) if i > 0 and staged else None
         x0, trajectory = run_sampler(denoiser_for_clip(i), noise, step_noise_keys(ck), schedule, settings,

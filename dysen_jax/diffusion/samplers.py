@@ -34,6 +34,7 @@ from jax.tree_util import Partial
 from tqdm.auto import tqdm
 
 from dysen_jax.diffusion.losses import check_prediction, predict_x0_and_eps
+from dysen_jax.diffusion.noise import check_frame_noise_share, frame_noise
 from dysen_jax.diffusion.schedules import NoiseSchedule
 
 DenoiseFn = Callable[[jax.Array, jax.Array, jax.Array, jax.Array], jax.Array]
@@ -154,7 +155,8 @@ def ddim_step(schedule: NoiseSchedule, x_t: jax.Array, t: jax.Array, t_prev: jax
 @dataclasses.dataclass(frozen=True)
 class SamplerSettings:
     """How to sample: `sampler` ddim | ddpm (ancestral, = DDIM with η = 1), `num_steps` of the
-    trailing spacing, `eta` (DDIM only), guidance scales, and the x̂0 clip (None = none)."""
+    trailing spacing, `eta` (DDIM only), guidance scales, the x̂0 clip (None = none), and the noise
+    prior the model was trained with (`frame_noise_share`, diffusion/noise.py)."""
 
     num_steps: int
     prediction: str
@@ -163,8 +165,10 @@ class SamplerSettings:
     text_guidance: float = 1.0
     dsg_guidance: float = 1.0
     clip_x0: float | None = None
+    frame_noise_share: float = 0.0
 
     def __post_init__(self) -> None:
+        check_frame_noise_share(self.frame_noise_share)
         if self.sampler not in SAMPLER_KINDS:
             raise ValueError(f"sample.sampler must be one of {list(SAMPLER_KINDS)}, got {self.sampler!r}")
         check_prediction(self.prediction)
@@ -185,19 +189,21 @@ class SamplerSettings:
         values = dict(num_steps=int(sample.steps), prediction=str(config.diffusion.prediction),
                       sampler=str(sample.get("sampler", "ddim")), eta=float(sample.eta),
                       text_guidance=float(sample.guidance),
-                      dsg_guidance=float(sample.get("dsg_guidance", sample.guidance)), clip_x0=clip_x0)
+                      dsg_guidance=float(sample.get("dsg_guidance", sample.guidance)), clip_x0=clip_x0,
+                      frame_noise_share=float(config.diffusion.get("frame_noise_share", 0.0)))
         values.update({k: v for k, v in overrides.items() if v is not None})
         if not config.model.use_dsg:
             values["dsg_guidance"] = values["text_guidance"]
         return cls(**values)
 
 
-@functools.partial(jax.jit, static_argnames=("prediction", "branches", "stochastic", "clip_x0", "staged"))
+@functools.partial(jax.jit, static_argnames=("prediction", "branches", "stochastic", "clip_x0", "staged",
+                                             "noise_share"))
 def _sample_step(denoise_fn: Partial, schedule: NoiseSchedule, x: jax.Array, t: jax.Array,
                  t_prev: jax.Array, step: jax.Array, step_keys: jax.Array, text_scale: jax.Array,
                  dsg_scale: jax.Array, eta: jax.Array, reference: jax.Array | None,
                  copy_frames: jax.Array | None, *, prediction: str, branches: tuple[Branch, ...],
-                 stochastic: bool, clip_x0: float | None, staged: bool) -> jax.Array:
+                 stochastic: bool, clip_x0: float | None, staged: bool, noise_share: float = 0.0) -> jax.Array:
     """One compiled sampler step: guided denoiser call, DDIM/DDPM update, and (``staged``) the frames
     where ``copy_frames[f]`` is True replaced by ``reference`` (VidRD's staged guidance, eq. 8)."""
     b = x.shape[0]
@@ -205,7 +211,8 @@ def _sample_step(denoise_fn: Partial, schedule: NoiseSchedule, x: jax.Array, t: 
     out = guided_output(denoise_fn, x, t_b, text_scale, dsg_scale, branches)
     noise = None
     if stochastic:  # each item's noise from its own key: a result does not depend on its batch-mates
-        noise = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, step), x.shape[1:], x.dtype))(step_keys)
+        noise = jax.vmap(lambda k: frame_noise(jax.random.fold_in(k, step), x.shape[1:], noise_share, 0, x.dtype)
+                         )(step_keys)
     x_prev = ddim_step(schedule, x, t_b, jnp.full((b,), t_prev, dtype=jnp.int32), out, prediction, eta, noise,
                        clip_x0)
     if staged:
@@ -219,9 +226,10 @@ def item_keys(seeds: list[int] | np.ndarray) -> jax.Array:
     return jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds])
 
 
-def initial_noise(keys: jax.Array, item_shape: tuple[int, ...]) -> jax.Array:
-    """x_T ~ N(0, I) [B, *item_shape], item b drawn from the first half of split(keys[b])."""
-    return jax.vmap(lambda k: jax.random.normal(jax.random.split(k)[0], item_shape, jnp.float32))(keys)
+def initial_noise(keys: jax.Array, item_shape: tuple[int, ...], frame_noise_share: float = 0.0) -> jax.Array:
+    """x_T [B, *item_shape] from the noise prior (N(0, I) for share 0; frames = axis 0 of an item),
+    item b drawn from the first half of split(keys[b])."""
+    return jax.vmap(lambda k: frame_noise(jax.random.split(k)[0], item_shape, frame_noise_share, 0))(keys)
 
 
 def step_noise_keys(keys: jax.Array) -> jax.Array:
@@ -248,7 +256,8 @@ def run_sampler(denoise_fn: DenoiseFn, x_T: jax.Array, noise_keys: jax.Array, sc
     eta = settings.effective_eta
     static = dict(prediction=settings.prediction,
                   branches=guidance_branches(settings.text_guidance, settings.dsg_guidance),
-                  stochastic=eta != 0.0, clip_x0=settings.clip_x0, staged=frame_guide is not None)
+                  stochastic=eta != 0.0, clip_x0=settings.clip_x0, staged=frame_guide is not None,
+                  noise_share=float(settings.frame_noise_share))
     scales = (jnp.float32(settings.text_guidance), jnp.float32(settings.dsg_guidance), jnp.float32(eta))
     x, trajectory = x_T, ([] if record else None)
     for i in tqdm(range(len(timesteps)), desc=desc, disable=not progress, leave=False):
@@ -264,6 +273,7 @@ def sample(denoise_fn: DenoiseFn, keys: jax.Array, item_shape: tuple[int, ...], 
            settings: SamplerSettings, progress: bool = False) -> jax.Array:
     """x0 [B, *item_shape] for one key per item (`item_keys`): x_T and the per-step noise of item b come
     from keys[b] only, so the same key gives the same result every time, in any batch."""
-    x0, _ = run_sampler(denoise_fn, initial_noise(keys, item_shape), step_noise_keys(keys), schedule, settings,
+    x0, _ = run_sampler(denoise_fn, initial_noise(keys, item_shape, settings.frame_noise_share), step_noise_keys(keys),
+                        schedule, settings,
                         progress=progress)
     return x0

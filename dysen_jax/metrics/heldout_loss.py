@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dysen_jax.diffusion.losses import diffusion_loss, prediction_target, q_sample
+from dysen_jax.diffusion.noise import frame_noise
 
 NUM_TIMESTEPS = 8   # t_k = (k + 1/2) T / K, k < K: the whole noise range, equally weighted
 
@@ -25,9 +26,11 @@ def timestep_grid(num_timesteps: int, points: int = NUM_TIMESTEPS) -> np.ndarray
     return ((np.arange(points) + 0.5) * num_timesteps / points).astype(np.int32)
 
 
-def clip_noise(seed: int, index: int, shape: tuple[int, ...]) -> jax.Array:
-    """The fixed noise of evaluation clip `index` [points, *shape]."""
-    return jax.random.normal(jax.random.fold_in(jax.random.PRNGKey(seed), index), (NUM_TIMESTEPS, *shape))
+def clip_noise(seed: int, index: int, shape: tuple[int, ...], frame_noise_share: float = 0.0) -> jax.Array:
+    """The fixed noise of evaluation clip `index` [points, *shape] (shape = frames first), from the
+    model's noise prior (`diffusion.frame_noise_share`)."""
+    key = jax.random.fold_in(jax.random.PRNGKey(seed), index)
+    return frame_noise(key, (NUM_TIMESTEPS, *shape), frame_noise_share, 1)
 
 
 def heldout_loss(experiment: Any, params: Any, videos: np.ndarray, prompts: Sequence[str], plans: Sequence[Any],
@@ -59,6 +62,7 @@ def heldout_loss(experiment: Any, params: Any, videos: np.ndarray, prompts: Sequ
     losses = []
     for i, (video, prompt, plan) in enumerate(zip(videos, prompts, plans)):
         tokens, dsg = condition_arrays(experiment, [prompt], [plan])
-        noise = clip_noise(seed, i, experiment.input_shape)
+        noise = clip_noise(seed, i, experiment.input_shape,
+                           float(experiment.config.diffusion.get("frame_noise_share", 0.0)))
         losses.append(float(clip_loss(params, jnp.asarray(video), tokens, dsg, noise)))
     return float(np.mean(losses))
