@@ -168,6 +168,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.temporal_norm = "frame"  # temporal GroupNorm statistics per frame (causality) | "clip" (ModelScope)
     c.model.temporal_position = "sinusoidal"  # frame positions before the temporal attentions | "none"
     c.model.temporal_causal = True  # eq. 12 lower-triangular mask
+    c.model.pooled_conditions = True  # text (per clip) and DSG (per frame) masked means -> + timestep embedding (Imagen/SDXL-style)
     c.model.max_frames = 16         # per-frame affine (eq. 11) table size; >= data.num_frames
     c.model.dropout = 0.0
     c.model.dtype = "float32"       # compute dtype; params are always float32

@@ -150,6 +150,24 @@ class UpBlock(_Level):
         return h
 
 
+def pooled_conditions(contexts: Mapping[str, Context], names: tuple[str, ...], batch: int, num_frames: int,
+                      width: int, dtype: Dtype) -> Array:
+    """[B*F, width]: every context's masked mean over its tokens (text: one per clip; DSG: one per frame)
+    through its own zero-init Dense (`pooled_<name>`), summed. Added to the timestep embedding, it reaches
+    every ResNet at every resolution (Imagen / SDXL's pooled text embedding), a much shorter path for
+    global facts such as the objects' colours than cross-attention at the low-resolution levels. Zero
+    init: a checkpoint trained without it behaves the same until training moves the projections.
+    Call inside a compact module (the Dense layers become its children)."""
+    total = jnp.zeros((batch, num_frames, width), dtype)
+    for name in names:
+        feats, mask = contexts[name]                      # [B, 1 or F, S, D], [B, 1 or F, S]
+        weights = mask.astype(feats.dtype)[..., None]
+        pooled = (feats * weights).sum(-2) / jnp.maximum(weights.sum(-2), 1.0)
+        projected = nn.Dense(width, dtype=dtype, kernel_init=nn.initializers.zeros, name=f"pooled_{name}")(pooled)
+        total = total + jnp.broadcast_to(projected, (batch, num_frames, width)).astype(dtype)
+    return total.reshape(batch * num_frames, width)
+
+
 class UNet3D(nn.Module):
     """Video UNet: x [B, F, H, W, C], timesteps [B] (or scalar), contexts -> [B, F, H, W, C_out] (ε or v).
 
@@ -189,6 +207,8 @@ class UNet3D(nn.Module):
         temb = TimestepEmbedding(4 * ch0, self.dtype, name="time_embedding")(
             timestep_features(t, ch0, cfg.flip_sin_to_cos, cfg.freq_shift))
         temb = jnp.repeat(temb, f, axis=0)                                      # [B*F, 4*ch0]
+        if cfg.pooled_conditions:
+            temb = temb + pooled_conditions(contexts, self.context_names, b, f, temb.shape[-1], self.dtype)
         level = lambda cls, i, name: cls(cfg, i, self.context_names, self.dtype, name=name)
 
         h = conv2d(ch0, self.dtype, "conv_in")(x.reshape(b * f, hh, ww, c).astype(self.dtype))

@@ -77,6 +77,7 @@ class UNet3DConfig:
     temporal_norm: str = "frame"
     temporal_position: str = "none"
     temporal_dropout: float = 0.0
+    pooled_conditions: bool = False          # each context's masked mean -> zero-init Dense -> + time embedding
 
     @property
     def num_levels(self) -> int:
@@ -238,5 +239,6 @@ def from_model_config(model_cfg: Mapping[str, Any]) -> UNet3DConfig:
         temporal_causal=bool(model_cfg["temporal_causal"]), temporal_norm=str(get("temporal_norm", "frame")),
         temporal_position=str(get("temporal_position", "sinusoidal")),
         temporal_dropout=float(get("temporal_dropout", 0.0)),
+        pooled_conditions=bool(get("pooled_conditions", False)),
         attention_chunk=int(get("attention_chunk", d.attention_chunk)),
         remat=str(get("unet_remat", d.remat))).validate()
