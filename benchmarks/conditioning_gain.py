@@ -2,20 +2,26 @@
 with neither (the learned nulls replace them), on the held-out dynamic-shapes clips.
 
     python benchmarks/conditioning_gain.py --config=configs/tiny.py --workdir=checkpoints/tiny [--videos=32]
+        [--set model.pooled_conditions=False ...]
     python benchmarks/conditioning_gain.py --config=configs/tiny.py:no_dysen --workdir=/tmp/table4/no_dysen/seed0,...
 
 One JSON line per workdir: loss_text_dsg, loss_text (DSG nulled; = loss_text_dsg for text-only
 models), loss_none (both nulled), and the gains loss_none - loss_text (what the text explains) and
-loss_text - loss_text_dsg (what the DSG adds given the text). Same clips, timesteps and noise for every
-setting and workdir (metrics/heldout_loss.py), so the differences are paired. Table 4 rows that differ
-only in conditioning can differ only by what these gains are at that budget.
+loss_text - loss_text_dsg (what the DSG adds given the text); loss_colours_swapped (text + DSG of the
+caption with every colour word swapped for another, re-planned by the rules planner) and colour_gain =
+loss_colours_swapped - loss_text_dsg (how much the model relies on the colours it is told: the easiest
+thing a caption says). Same clips, timesteps and noise for every setting and workdir
+(metrics/heldout_loss.py), so the differences are paired. Table 4 rows that differ only in
+conditioning can differ only by what these gains are at that budget.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
+import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -24,34 +30,79 @@ from benchmarks.dynamic_shapes_eval import load_config  # noqa: E402
 from benchmarks.machine import cpu_name  # noqa: E402
 
 
+COLOUR_SWAP = {"red": "green", "green": "red", "blue": "yellow", "yellow": "blue", "purple": "orange",
+               "orange": "purple"}
+
+
+def swap_colours(caption: str) -> str:
+    """The caption with every colour word replaced by its partner in COLOUR_SWAP (case kept)."""
+    def swap(match: re.Match) -> str:
+        word = match.group(0)
+        new = COLOUR_SWAP[word.lower()]
+        return new.capitalize() if word[0].isupper() else new
+
+    return re.sub(r"\b(" + "|".join(COLOUR_SWAP) + r")\b", swap, caption, flags=re.IGNORECASE)
+
+
+def apply_settings(config, settings: list[str]) -> None:
+    """`--set KEY=VALUE` items onto the config (VALUE a Python literal, else a string)."""
+    for item in settings:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise SystemExit(f"--set {item!r}: write KEY=VALUE with a config key, e.g. model.pooled_conditions=False")
+        try:
+            parsed = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            parsed = value
+        try:
+            config.update_from_flattened_dict({key.strip(): parsed})
+        except (KeyError, AttributeError, TypeError) as err:
+            raise SystemExit(f"--set {item!r}: {err}") from None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="configs/<file>.py[:variant] the runs were trained with.")
     parser.add_argument("--workdir", required=True, help="Comma-separated trained workdirs.")
     parser.add_argument("--videos", type=int, default=32, help="Held-out clips (evaluate.num_videos).")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="A config override (repeatable), e.g. --set diffusion.frame_noise_share=0 for a "
+                        "model trained before that key existed.")
     args = parser.parse_args()
 
     from dysen_jax.dsg.build import plan_from_events
     from dysen_jax.evaluate import heldout_split
     from dysen_jax.experiment import load_experiment
     from dysen_jax.metrics.heldout_loss import heldout_loss
+    from dysen_jax.planner.base import plan_batch, planner_from_config
     from dysen_jax.sample import load_params
 
     config = load_config(args.config)
+    apply_settings(config, args.set)
     ev = config.evaluate
     items = heldout_split(args.videos, config.data.num_frames, config.data.resolution, ev.max_actions, ev.split_seed)
     videos = [it.video for it in items]
     prompts, plans = [it.caption for it in items], [plan_from_events(it.events) for it in items]
+    swapped = [swap_colours(p) for p in prompts]
+    rules = config.planner.copy_and_resolve_references()
+    rules.backend = "rules"
+    swapped_outcomes = plan_batch(planner_from_config(rules), swapped)
+    if any(o.plan is None for o in swapped_outcomes):
+        raise SystemExit("the rules planner failed on a colour-swapped caption: " +
+                         next(s for s, o in zip(swapped, swapped_outcomes) if o.plan is None))
+    swapped_plans = [o.plan for o in swapped_outcomes]
     for workdir in filter(None, args.workdir.split(",")):
         experiment = load_experiment(config, workdir)
         params = load_params(experiment, workdir)
-        loss = lambda text, dsg: heldout_loss(experiment, params, videos, prompts, plans, int(ev.split_seed),
-                                              use_text=text, use_dsg=dsg)
+        loss = lambda text, dsg, captions=prompts, plans=plans: heldout_loss(
+            experiment, params, videos, captions, plans, int(ev.split_seed), use_text=text, use_dsg=dsg)
         both, text_only, none = loss(True, True), loss(True, False), loss(False, False)
-        print(json.dumps({"workdir": workdir, "config": args.config, "videos": len(items),
+        colours_swapped = loss(True, True, swapped, swapped_plans)
+        print(json.dumps({"workdir": workdir, "config": args.config, "set": args.set, "videos": len(items),
                           "loss_text_dsg": round(both, 5), "loss_text": round(text_only, 5),
-                          "loss_none": round(none, 5), "text_gain": round(none - text_only, 5),
-                          "dsg_gain": round(text_only - both, 5), "cpu": cpu_name()}), flush=True)
+                          "loss_none": round(none, 5), "loss_colours_swapped": round(colours_swapped, 5),
+                          "text_gain": round(none - text_only, 5), "dsg_gain": round(text_only - both, 5),
+                          "colour_gain": round(colours_swapped - both, 5), "cpu": cpu_name()}), flush=True)
 
 
 if __name__ == "__main__":
