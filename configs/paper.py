@@ -172,6 +172,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.diffusion.text_drop_prob = 0.1  # classifier-free guidance: P(text replaced by its null), per example
     c.diffusion.dsg_drop_prob = 0.1   # P(DSG replaced by its null), drawn independently of the text's
     c.diffusion.frame_noise_share = 0.0  # fraction of the noise variance a clip's frames share (diffusion/noise.py); 0 = i.i.d.
+    c.diffusion.timestep_shift = 1.0  # training t: SD3's shift s·u/(1+(s-1)u) of u ~ U(0,1); 1 = uniform, > 1 = more noisy steps
 
     # Training (not in the paper beyond "16 A100s": usual SD video fine-tuning values).
     c.train = ml_collections.ConfigDict()

@@ -12,6 +12,8 @@ Two parameterisations of the model output are supported (``config.diffusion.pred
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -34,9 +36,30 @@ def _coef(values: jax.Array, t: jax.Array, ndim: int) -> jax.Array:
     return c.reshape(c.shape + (1,) * (ndim - c.ndim))
 
 
-def sample_timesteps(key: jax.Array, batch_size: int, num_timesteps: int) -> jax.Array:
-    """Training timesteps, uniform over [0, T-1], int32 [B]."""
-    return jax.random.randint(key, (batch_size,), 0, num_timesteps, dtype=jnp.int32)
+def check_timestep_shift(shift: float) -> float:
+    """Return ``shift`` as a float if it is a finite number > 0, else a ValueError naming the config key."""
+    value = float(shift)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"diffusion.timestep_shift must be a finite number > 0 (1 = uniform timesteps), got {shift!r}")
+    return value
+
+
+def shifted_fraction(u: jax.Array | float, shift: float) -> jax.Array:
+    """u in [0, 1] -> s·u / (1 + (s - 1)·u) (SD3's timestep shift, Esser et al. 2024 §5.3.2): s > 1 moves
+    mass toward 1 (more noise), s = 1 is the identity."""
+    return shift * u / (1.0 + (shift - 1.0) * u)
+
+
+def sample_timesteps(key: jax.Array, batch_size: int, num_timesteps: int, shift: float = 1.0) -> jax.Array:
+    """Training timesteps int32 [B] in [0, T-1]: uniform for shift = 1 (`diffusion.timestep_shift`);
+    shift s > 1 draws u ~ U(0, 1) and takes t = floor(T·s·u / (1 + (s-1)·u)), so more training goes to
+    the noisy steps where a sample's layout and colours are decided (its objects are a few percent of
+    the frame, so they are readable in x_t long before single pixels are). s = 3: P(t > 0.8 T) = 43%, not 20%."""
+    shift = check_timestep_shift(shift)
+    if shift == 1.0:
+        return jax.random.randint(key, (batch_size,), 0, num_timesteps, dtype=jnp.int32)
+    u = shifted_fraction(jax.random.uniform(key, (batch_size,)), shift)
+    return jnp.clip(jnp.floor(u * num_timesteps), 0, num_timesteps - 1).astype(jnp.int32)
 
 
 def q_sample(schedule: NoiseSchedule, x0: jax.Array, t: jax.Array, noise: jax.Array) -> jax.Array:

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from dysen_jax.diffusion.losses import diffusion_loss, prediction_target, q_sample
+from dysen_jax.diffusion.losses import diffusion_loss, prediction_target, q_sample, sample_timesteps
 from dysen_jax.diffusion.noise import frame_noise
 from dysen_jax.diffusion.schedules import NoiseSchedule
 from dysen_jax.training.state import TrainState, ema_update
@@ -34,10 +34,11 @@ def draw_randomness(key: jax.Array, x0: jax.Array, num_timesteps: int, diffusion
     """Per-example timestep t, noise ε, and the classifier-free-guidance keep flags. Text and DSG drop
     independently (`diffusion.text_drop_prob`, `diffusion.dsg_drop_prob`), so the model learns the
     text-only, DSG-only and unconditional predictions that two-scale guidance combines. ε's frames
-    (axis 1) share `diffusion.frame_noise_share` of its variance (diffusion/noise.py)."""
+    (axis 1) share `diffusion.frame_noise_share` of its variance (diffusion/noise.py); t follows
+    `diffusion.timestep_shift` (diffusion/losses.py sample_timesteps)."""
     key_t, key_noise, key_text, key_dsg = jax.random.split(key, 4)
     batch_size = x0.shape[0]
-    return {"t": jax.random.randint(key_t, (batch_size,), 0, num_timesteps),
+    return {"t": sample_timesteps(key_t, batch_size, num_timesteps, diffusion_cfg.get("timestep_shift", 1.0)),
             "noise": frame_noise(key_noise, x0.shape, diffusion_cfg.get("frame_noise_share", 0.0), 1, x0.dtype),
             "keep_text": jax.random.uniform(key_text, (batch_size,)) >= diffusion_cfg.text_drop_prob,
             "keep_dsg": jax.random.uniform(key_dsg, (batch_size,)) >= diffusion_cfg.dsg_drop_prob}
