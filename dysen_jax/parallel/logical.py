@@ -56,7 +56,13 @@ HEAD_SPLIT = {"query", "key", "value"}          # DenseGeneral [in, heads, head_
 HEAD_MERGE = {"out"}                             # DenseGeneral [heads, head_dim, out]
 QKV_DENSE = {"to_q", "to_k", "to_v", "q_proj", "k_proj", "v_proj"}  # Dense [in, heads * head_dim]
 OUT_DENSE = {"to_out_0", "out_proj"}             # Dense [heads * head_dim, out]
-ROW_PARALLEL = {"to_out_0", "out", "out_proj", "fc2", "net_2", "proj_out", "linear_2", "conv_out"}
+# The pooled-condition projections (unet3d.pooled_conditions) are added to the output of
+# time_embedding.linear_2, so they take its row-parallel layout: split column-parallel, the two addends
+# of the timestep embedding had their width on different mesh axes, and on a (2, 2, 2) mesh XLA then
+# computed wrong gradients for them and the time embedding (up to 50% off; the one-device float32
+# gradients match float64 to 1e-7; the loss itself was right). tests/test_sharding.py guards it.
+ROW_PARALLEL = {"to_out_0", "out", "out_proj", "fc2", "net_2", "proj_out", "linear_2", "conv_out", "pooled_text",
+                "pooled_dsg"}
 _NUMBERED_CONV = re.compile(r"^conv(\d+)$")     # conv1/conv2 (ResNet), conv1..conv4 (temporal): pairs
 
 
