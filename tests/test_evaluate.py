@@ -141,3 +141,19 @@ def test_evaluate_cli_end_to_end(trained_workdir, tmp_path):
     losses = [r["metrics"]["heldout_loss"] for r in table["runs"]]
     assert losses[0] > 0 and losses[0] == losses[1]   # once per workdir: the sampling seed does not enter
     assert "trirec" in open(prefix + ".md").read()
+
+
+def test_object_colours_of_ground_truth_are_perfect_and_wrong_colours_are_caught():
+    from benchmarks.object_colours import colour_scores
+    from dysen_jax.data import shapes
+
+    items = ev.heldout_split(12, num_frames=8, resolution=32, max_actions=3, seed=5)
+    real = np.stack([it.video for it in items])
+    scores = colour_scores(real, items)
+    assert scores["object_recall"] == 1.0 and scores["object_precision"] == 1.0
+    assert scores["objects_per_clip"] == scores["gold_objects_per_clip"]
+    blank = np.broadcast_to(np.asarray(shapes.BACKGROUND, np.uint8), real.shape).copy()
+    assert colour_scores(blank, items)["object_recall"] == 0.0
+    # every clip shown with another clip's video: objects of other colours appear, the told ones go missing
+    shifted = colour_scores(np.roll(real, 1, axis=0), items)
+    assert shifted["object_recall"] < 0.7 and shifted["object_precision"] < 0.7

@@ -344,10 +344,16 @@ def spread_ratio(shape: str, resolution: int) -> float:
     return float(states.spread[0] * resolution / radius)
 
 
+def detect_objects(video: np.ndarray, min_object_mass: float = 0.005) -> dict[str, ObjectStates]:
+    """{colour: its per-frame states} for every palette colour that is an object of uint8 clip [F, H, W, 3]:
+    its largest per-frame alpha mass reaches `min_object_mass` of the frame area (see parse_video)."""
+    states = {c: measure(c, a) for c, a in colour_alphas(video).items()}
+    return {c: s for c, s in states.items() if s.mass.max() >= min_object_mass * video.shape[1] * video.shape[2]}
+
+
 def _objects(video: np.ndarray, names: Mapping[str, str] | None, min_object_mass: float
              ) -> tuple[dict[str, ObjectStates], dict[str, str]]:
-    states = {c: measure(c, a) for c, a in colour_alphas(video).items()}
-    states = {c: s for c, s in states.items() if s.mass.max() >= min_object_mass * video.shape[1] * video.shape[2]}
+    states = detect_objects(video, min_object_mass)
     resolution = max(video.shape[1:3])
     names = dict(names or {})
     return states, {c: names.get(c) or f"{c} {classify_shape(s, resolution)}" for c, s in states.items()}
