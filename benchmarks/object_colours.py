@@ -7,9 +7,12 @@ generated held-out dynamic-shapes clips (objects are told apart by colour in thi
 For each held-out caption (evaluate's split, sampled like `python -m dysen_jax.evaluate`), the shapes
 parser's detector (metrics/shapes_parser.detect_objects) lists the palette colours present in the clip;
 object_recall = the share of the caption's colours found, object_precision = the share of found colours
-the caption names, objects_per_clip vs gold_objects_per_clip. The real clips through the same
-detector are the check (1.0 / 1.0). One JSON line per workdir. TriRec asks for the actions too; this
-asks only whether the right things are there, the first thing a viewer sees.
+the caption names, objects_per_clip vs gold_objects_per_clip. frame_jump is how far an object's centre
+moves from one frame to the next (fractions of the frame side, mean over objects and consecutive frames
+where it is measured in both): the real clips' value is their motion; a model whose shapes do not keep
+their place from frame to frame scores far above it. The real clips through the same detector are the
+check (1.0 / 1.0). One JSON line per workdir. TriRec asks for the actions too; this asks only whether
+the right things are there and stay put, the first things a viewer sees.
 """
 
 from __future__ import annotations
@@ -26,22 +29,39 @@ from benchmarks.dynamic_shapes_eval import load_config  # noqa: E402
 from benchmarks.machine import cpu_name  # noqa: E402
 
 
+def frame_jumps(states) -> list[float]:
+    """Centre displacements (fractions of the frame side) between consecutive frames of each detected
+    object (shapes_parser.ObjectStates), where both frames measure its position."""
+    import numpy as np
+
+    jumps: list[float] = []
+    for s in states.values():
+        ok = s.geometric()
+        both = ok[1:] & ok[:-1]
+        step = np.hypot(np.diff(s.x), np.diff(s.y))
+        jumps.extend(float(v) for v in step[both])
+    return jumps
+
+
 def colour_scores(videos, items) -> dict[str, float]:
-    """Mean object recall / precision and object counts of uint8 clips [N, F, H, W, 3] against the
-    colours named by each item's gold events."""
+    """Mean object recall / precision, object counts and frame-to-frame jump of uint8 clips
+    [N, F, H, W, 3] against the colours named by each item's gold events."""
     import numpy as np
 
     from dysen_jax.metrics.shapes_parser import detect_objects, names_from_events
 
-    recall, precision, found, told = [], [], [], []
+    recall, precision, found, told, jumps = [], [], [], [], []
     for video, item in zip(videos, items):
-        want, got = set(names_from_events(item.events)), set(detect_objects(video))
+        detected = detect_objects(video)
+        jumps.extend(frame_jumps(detected))
+        want, got = set(names_from_events(item.events)), set(detected)
         recall.append(len(want & got) / max(1, len(want)))
         precision.append(len(want & got) / max(1, len(got)) if got else 0.0)
         found.append(len(got))
         told.append(len(want))
     return {"object_recall": round(float(np.mean(recall)), 3), "object_precision": round(float(np.mean(precision)), 3),
-            "objects_per_clip": round(float(np.mean(found)), 2), "gold_objects_per_clip": round(float(np.mean(told)), 2)}
+            "objects_per_clip": round(float(np.mean(found)), 2), "gold_objects_per_clip": round(float(np.mean(told)), 2),
+            "frame_jump": round(float(np.mean(jumps)), 4) if jumps else float("nan")}
 
 
 def main() -> None:

@@ -157,3 +157,7 @@ def test_object_colours_of_ground_truth_are_perfect_and_wrong_colours_are_caught
     # every clip shown with another clip's video: objects of other colours appear, the told ones go missing
     shifted = colour_scores(np.roll(real, 1, axis=0), items)
     assert shifted["object_recall"] < 0.7 and shifted["object_precision"] < 0.7
+    # the real motion is small per frame; frames drawn from different clips make objects jump about
+    assert 0.0 < scores["frame_jump"] < 0.08
+    mixed = np.stack([real[(np.arange(len(real)) + f) % len(real), f] for f in range(real.shape[1])], axis=1)
+    assert colour_scores(mixed, items)["frame_jump"] > 2 * scores["frame_jump"]
