@@ -197,6 +197,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.sample.steps = 50
     c.sample.eta = 0.0
     c.sample.sampler = "ddim"        # ddim | ddpm (ancestral, = DDIM with eta 1; eta is then ignored)
+    c.sample.frame_noise_share = -1.0  # sampler noise prior: -1 = diffusion.frame_noise_share (trained); more = frames share more noise
     c.sample.guidance = 10.0         # text guidance scale s_text (compositional CFG, diffusion/samplers.py)
     c.sample.dsg_guidance = 10.0     # DSG scale s_dsg given the text; = guidance: classic CFG (2 branches); 1, 1 = conditional
     c.sample.negative_prompt = ""   # text the unconditional branches see instead of the null text; "" = none

@@ -34,7 +34,7 @@ SAMPLING_FLAGS = {
     "sampler": "sample.sampler", "eta": "sample.eta", "guidance": "sample.guidance",
     "dsg_guidance": "sample.dsg_guidance", "negative_prompt": "sample.negative_prompt",
     "prompt_frames": "sample.prompt_frames", "pns_alpha": "sample.pns_alpha", "staged_beta": "sample.staged_beta",
-    "batch_size": "sample.batch_size",
+    "batch_size": "sample.batch_size", "frame_noise_share": "sample.frame_noise_share",
 }
 
 
@@ -56,6 +56,8 @@ def _define_sampling_flags() -> None:
                        "(sample.pns_alpha).")
     flags.DEFINE_float("staged_beta", None, "VidRD staged guidance beta in [0, 1] (sample.staged_beta).")
     flags.DEFINE_integer("batch_size", None, "Prompts sampled together with --prompts (sample.batch_size).")
+    flags.DEFINE_float("frame_noise_share", None, "Share of the sampler's noise all frames have in common; -1 = the "
+                       "trained diffusion.frame_noise_share (sample.frame_noise_share).")
 
 
 def _define_distributed_flags() -> None:

@@ -66,3 +66,23 @@ def test_samplers_draw_x_T_and_the_ancestral_noise_from_the_prior(sampler):
                                      "diffusion": {"prediction": "v", "frame_noise_share": 0.3},
                                      "model": {"use_dsg": True}})
     assert SamplerSettings.from_config(cfg).frame_noise_share == 0.3
+
+
+def test_sample_frame_noise_share_overrides_the_trained_prior_and_names_its_key():
+    from dysen_jax.diffusion.samplers import sampling_noise_share
+
+    cfg = ml_collections.ConfigDict({"sample": {"steps": 5, "eta": 0.0, "guidance": 1.0, "frame_noise_share": -1.0},
+                                     "diffusion": {"prediction": "v", "frame_noise_share": 0.5},
+                                     "model": {"use_dsg": True}})
+    assert SamplerSettings.from_config(cfg).frame_noise_share == 0.5       # -1: the trained prior
+    cfg.sample.frame_noise_share = 0.9
+    assert SamplerSettings.from_config(cfg).frame_noise_share == 0.9
+    keys = item_keys([0, 1, 2, 3])
+    x_T = initial_noise(keys, (2, 32, 32, 3), SamplerSettings.from_config(cfg).frame_noise_share)
+    assert frame_correlation(np.asarray(x_T), 1)[1] == pytest.approx(0.9, abs=0.04)
+    cfg.sample.frame_noise_share = 0.0                                      # 0 is a value, not "unset"
+    assert sampling_noise_share(cfg) == 0.0
+    for bad in (1.0, 2.5, float("nan")):
+        cfg.sample.frame_noise_share = bad
+        with pytest.raises(ValueError, match=r"sample\.frame_noise_share must be in \[0, 1\)"):
+            SamplerSettings.from_config(cfg)

@@ -138,3 +138,20 @@ def test_cli_rejects_a_frame_count_that_is_not_whole_clips(smoke):
                            f"--workdir={workdir}", "--prompt=the red circle jumps", "--num_frames=12"],
                           cwd=REPO, env=dict(os.environ), capture_output=True, text=True, timeout=300)
     assert done.returncode != 0 and "multiple of 8" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_frame_noise_share_flag_reaches_the_sampler(smoke):
+    import types
+
+    from dysen_jax.cli import SAMPLING_FLAGS
+    from dysen_jax.sample import apply_sampling_flags, sampler_settings
+
+    _, experiment, _ = smoke
+    experiment = _with_sample(experiment)
+    trained = float(experiment.config.diffusion.frame_noise_share)
+    assert sampler_settings(experiment).frame_noise_share == trained   # the config default -1: the trained prior
+    given = types.SimpleNamespace(**{name: None for name in SAMPLING_FLAGS})
+    given.frame_noise_share = 0.9
+    apply_sampling_flags(experiment.config, given)
+    assert experiment.config.sample.frame_noise_share == 0.9 != trained
+    assert sampler_settings(experiment).frame_noise_share == 0.9

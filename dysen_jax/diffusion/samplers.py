@@ -156,7 +156,8 @@ def ddim_step(schedule: NoiseSchedule, x_t: jax.Array, t: jax.Array, t_prev: jax
 class SamplerSettings:
     """How to sample: `sampler` ddim | ddpm (ancestral, = DDIM with η = 1), `num_steps` of the
     trailing spacing, `eta` (DDIM only), guidance scales, the x̂0 clip (None = none), and the noise
-    prior the model was trained with (`frame_noise_share`, diffusion/noise.py)."""
+    prior (`frame_noise_share`, diffusion/noise.py): the one the model was trained with unless
+    `sample.frame_noise_share` says otherwise (`sampling_noise_share`)."""
 
     num_steps: int
     prediction: str
@@ -190,11 +191,25 @@ class SamplerSettings:
                       sampler=str(sample.get("sampler", "ddim")), eta=float(sample.eta),
                       text_guidance=float(sample.guidance),
                       dsg_guidance=float(sample.get("dsg_guidance", sample.guidance)), clip_x0=clip_x0,
-                      frame_noise_share=float(config.diffusion.get("frame_noise_share", 0.0)))
+                      frame_noise_share=sampling_noise_share(config))
         values.update({k: v for k, v in overrides.items() if v is not None})
         if not config.model.use_dsg:
             values["dsg_guidance"] = values["text_guidance"]
         return cls(**values)
+
+
+def sampling_noise_share(config: Any) -> float:
+    """The sampler's noise prior: `sample.frame_noise_share`, or the trained `diffusion.frame_noise_share`
+    when that key is negative or absent. More shared noise than the model was trained with is off its
+    training distribution, but keeps the frames' layout together when its temporal layers are weak."""
+    trained = float(config.diffusion.get("frame_noise_share", 0.0))
+    value = config.sample.get("frame_noise_share", -1.0)
+    if value is None or (isinstance(value, (int, float)) and float(value) < 0):
+        return trained
+    if not (math.isfinite(float(value)) and 0.0 <= float(value) < 1.0):
+        raise ValueError(f"sample.frame_noise_share must be in [0, 1) (the fraction of the sampler's noise variance "
+                         f"all frames share), or -1 for the trained diffusion.frame_noise_share={trained}; got {value!r}")
+    return float(value)
 
 
 @functools.partial(jax.jit, static_argnames=("prediction", "branches", "stochastic", "clip_x0", "staged",
