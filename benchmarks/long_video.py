@@ -23,6 +23,15 @@ times are noisy), CPU jax, the EMA params of configs/tiny.py trained 400 steps o
     vidrd   0.0283       0.3017         0.094
     seconds per frame (batch of 4 videos): 1 clip 0.680, 2 clips 0.575, 4 clips 0.715 (flat within the noise)
 
+The bundled model (`--workdir=checkpoints/tiny`, stage 5: trained with the frame-correlated noise prior,
+≈ 14 900 steps; AMD EPYC, idle), same settings:
+
+    mode    join change  inside change  join / inside
+    naive   0.1076       0.0649         1.657
+    fnr     0.0728       0.0667         1.091
+    vidrd   0.0205       0.0690         0.297
+    seconds per frame (batch of 4 videos): 1 clip 0.214, 2 clips 0.191, 4 clips 0.192
+
 Naive clips jump at every join (a little more change than inside a clip); noise reversion makes the
 first frame of clip k+1 nearly the last frame of clip k, and staged guidance halves what is left, so
 joins change *less* than consecutive frames inside a clip (the model at 400 CPU steps is noisy, hence
