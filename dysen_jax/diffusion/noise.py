@@ -18,12 +18,12 @@ import jax
 import jax.numpy as jnp
 
 
-def check_frame_noise_share(share: float) -> float:
-    """`share` as a float, or a ValueError naming the key when it is not in [0, 1)."""
+def check_frame_noise_share(share: float, key: str = "diffusion.frame_noise_share", hint: str = "") -> float:
+    """`share` as a float, or a ValueError naming the config `key` (and `hint`) when it is not in [0, 1)."""
     value = float(share)
     if not (math.isfinite(value) and 0.0 <= value < 1.0):
-        raise ValueError(f"diffusion.frame_noise_share must be in [0, 1) (the fraction of the noise variance "
-                         f"all frames of a clip share; 0 = independent frames), got {share!r}")
+        raise ValueError(f"{key} must be in [0, 1) (the fraction of the noise variance all frames of a clip "
+                         f"share; 0 = independent frames){hint}, got {share!r}")
     return value
 
 

@@ -204,12 +204,10 @@ def sampling_noise_share(config: Any) -> float:
     training distribution, but keeps the frames' layout together when its temporal layers are weak."""
     trained = float(config.diffusion.get("frame_noise_share", 0.0))
     value = config.sample.get("frame_noise_share", -1.0)
-    if value is None or (isinstance(value, (int, float)) and float(value) < 0):
+    if value is None or float(value) < 0:
         return trained
-    if not (math.isfinite(float(value)) and 0.0 <= float(value) < 1.0):
-        raise ValueError(f"sample.frame_noise_share must be in [0, 1) (the fraction of the sampler's noise variance "
-                         f"all frames share), or -1 for the trained diffusion.frame_noise_share={trained}; got {value!r}")
-    return float(value)
+    return check_frame_noise_share(value, "sample.frame_noise_share",
+                                   f", or -1 for the trained diffusion.frame_noise_share={trained}")
 
 
 @functools.partial(jax.jit, static_argnames=("prediction", "branches", "stochastic", "clip_x0", "staged",
