@@ -3,7 +3,8 @@
 Use: --config=configs/tiny.py, override any key with --config.train.num_steps=10 etc.
 Variant `--config=configs/tiny.py:smoke` shrinks everything so a run takes seconds (the tests use it);
 the paper's Table 4 ablations are variants too (`:no_dysen`, `:no_imagination`, `:no_swc`,
-`:no_rl_icl`, `:gnn`, combinable: `:smoke,no_swc`). The planner rows need `--config.planner.backend=openai`.
+`:no_rl_icl`, `:gnn`, combinable: `:smoke,no_swc`). `:no_swc` and `:no_rl_icl` need `--config.planner.backend=openai`
+(`:no_imagination` also works with the offline planner, whose step III is object permanence).
 Variant `:latent` is latent diffusion as in the paper, with a tiny *random-init* VAE (no pretrained
 weights exist offline; 32 px frames -> 8x8x4 latents, `init_from.vae="random"`): it exercises the
 latent path (encode, DDIM in latent space, decode) end to end but its decoded videos are noise;

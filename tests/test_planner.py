@@ -9,8 +9,8 @@ import pytest
 from dysen_jax.data.shapes import make_example
 from dysen_jax.dsg.build import events_to_dsg
 from dysen_jax.dsg.schema import DSGError, Plan
-from dysen_jax.planner.base import Planner, get_planner
-from dysen_jax.planner.rules import ACTION_UNITS, gerund, parse_events
+from dysen_jax.planner.base import Planner, get_planner, planner_from_config
+from dysen_jax.planner.rules import ACTION_UNITS, gerund, objects_in_scene, parse_events
 
 
 def test_recovers_synthetic_gold_events():
@@ -108,3 +108,59 @@ def test_cli_bad_input():
     assert out.returncode != 0 and out.stderr.strip().count("\n") == 0 and "empty" in out.stderr
     out = _cli("--prompt", "x", "--backend", "nope")
     assert out.returncode != 0 and "planner.backend" in out.stderr
+
+
+def test_rules_step_three_puts_every_object_in_the_scene_in_every_scene_graph():
+    caption = "the red circle moves right, then the blue square jumps"
+    plan = get_planner("rules", enrich=True).plan(caption)
+    # the blue square idles while the red circle moves: its scene graphs still hold it, with its colour
+    assert plan.dsg.graphs[0].triplets == (("red circle", "moving right", None),)
+    for g in plan.dsg.graphs:
+        assert set(g.attributes) == {("red circle", "red"), ("blue square", "blue")}
+        assert set(g.objects) == {"red circle", "blue square"}
+
+
+def test_objects_in_scene_follows_appearing_and_disappearing():
+    events = parse_events("the green star appears, then the red circle vanishes, and finally the blue heart jumps")
+    assert [(e.agent, e.predicate, e.start, e.end) for e in events] == [
+        ("green star", "appearing", 0, 2), ("red circle", "disappearing", 2, 4), ("blue heart", "jumping", 4, 6)]
+    assert objects_in_scene(events, 0) == ["green star", "red circle", "blue heart"]
+    assert objects_in_scene(events, 3) == ["green star", "red circle", "blue heart"]
+    assert objects_in_scene(events, 4) == ["green star", "blue heart"]  # gone once its event ended
+    late = parse_events("the red circle jumps, then the green star appears")
+    assert objects_in_scene(late, 0) == ["red circle"] and objects_in_scene(late, 2) == ["red circle", "green star"]
+
+
+def test_planner_imagination_switch_reaches_the_rules_planner():
+    from dysen_jax.planner.settings import planner_config
+
+    caption = "the red circle moves right, then the blue square jumps"
+    cfg = planner_config()
+    assert cfg.backend == "rules" and cfg.imagination
+    imagined = planner_from_config(cfg).plan(caption)
+    cfg.imagination = False  # Table 4's "w/o imagination" row (configs/tiny.py:no_imagination)
+    skeleton = planner_from_config(cfg).plan(caption)
+    assert skeleton.dsg == events_to_dsg(skeleton.events) and imagined.events == skeleton.events
+    assert imagined.dsg != skeleton.dsg and ("blue square", "blue") in imagined.dsg.graphs[0].attributes
+
+
+def test_rules_step_three_matches_the_idle_objects_the_synthetic_clips_show():
+    """On generated clips the imagined idle objects are exactly the visible idle objects of the gold
+    scene graphs read off the rendered states (data/shapes.py gold_scene_dsg), with their colours."""
+    from dysen_jax.data.shapes import gold_scene_dsg, make_example
+
+    planner, compared = get_planner("rules", enrich=True), 0
+    for i in range(60):
+        example = make_example(i, seed=3, max_actions=3)
+        plan = planner.plan(example.caption)
+        if plan.events != example.events:
+            continue
+        gold = gold_scene_dsg(example)
+        colours = {o.name: o.colour for o in example.objects}
+        for mine, truth in zip(plan.dsg.graphs, gold.graphs):
+            acting = {n for s, _, o in mine.triplets for n in (s, o) if n is not None}
+            idle_mine = {(o, a) for o, a in mine.attributes if o not in acting}
+            idle_gold = {(o, a) for o, a in truth.attributes if o not in acting and a == colours[o]}
+            assert idle_mine == idle_gold, (example.caption, mine.t)
+        compared += 1
+    assert compared >= 50

@@ -80,8 +80,10 @@ def planner_from_config(planner_cfg: Any) -> Planner:
     from dysen_jax.planner.settings import check_planner_config
 
     check_planner_config(planner_cfg)
+    if planner_cfg.backend == "rules":  # the offline planner; its step III is planner.imagination
+        return get_planner("rules", enrich=bool(planner_cfg.imagination))
     if planner_cfg.backend != "openai":
-        return get_planner(planner_cfg.backend)
+        return get_planner(planner_cfg.backend)  # raises, naming the valid backends
     from dysen_jax.planner.bank import bank_from_config
     from dysen_jax.planner.imagination import SceneImaginer
     from dysen_jax.planner.llm_client import LLMClient, LLMConfig

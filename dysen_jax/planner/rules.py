@@ -494,10 +494,29 @@ def name_attributes(objects: Sequence[str], attribute_words: Sequence[str]) -> d
     return {o: [w for w in o.split() if w in known] for o in objects}
 
 
-class RulesPlanner:
-    """Deterministic offline planner; `enrich=True` adds name-word attributes (step III-like)."""
+# Step III of the rules planner reads these words off object names (`planner.imagination=True`).
+COLOUR_WORDS: tuple[str, ...] = ("red", "green", "blue", "yellow", "purple", "orange", "pink", "brown", "black",
+                                 "white", "gray", "grey", "golden", "silver")
+APPEARING, DISAPPEARING = "appearing", "disappearing"
 
-    def __init__(self, enrich: bool = False, attribute_words: Sequence[str] = ()) -> None:
+
+def objects_in_scene(events: Sequence[Event], t: int) -> list[str]:
+    """Objects the plan names that are in the scene at time step t, in order of first mention: an
+    object is there from the start unless it is "appearing" (then from its event's start), and until
+    the end unless it is "disappearing" (then until its event's end) -- the synthetic data's rule."""
+    names = list(dict.fromkeys(n for e in sorted(events, key=lambda e: e.start) for n in (e.agent, e.target)
+                               if n is not None))
+    appears = {e.agent: e.start for e in events if e.predicate == APPEARING}
+    vanishes = {e.agent: e.end for e in events if e.predicate == DISAPPEARING}
+    return [n for n in names if appears.get(n, 0) <= t < vanishes.get(n, t + 1)]
+
+
+class RulesPlanner:
+    """Deterministic offline planner. `enrich=True` is its step III: every scene graph holds every object
+    in the scene at that time (idle ones too, "object permanence"), each with the `attribute_words` of its
+    name (default COLOUR_WORDS), so each frame's graph says what the frame shows, not only who acts."""
+
+    def __init__(self, enrich: bool = False, attribute_words: Sequence[str] = COLOUR_WORDS) -> None:
         self.enrich = enrich
         self.attribute_words = tuple(attribute_words)
 
@@ -506,12 +525,11 @@ class RulesPlanner:
         events = parse_events(caption)
         dsg = events_to_dsg(events)
         if self.enrich:
-            dsg = self._enriched(dsg)
+            dsg = self._enriched(dsg, events)
         return Plan(tuple(events), dsg)
 
-    def _enriched(self, dsg: DSG) -> DSG:
+    def _enriched(self, dsg: DSG, events: Sequence[Event]) -> DSG:
         attrs = name_attributes(dsg.objects, self.attribute_words)
-        graphs = tuple(SceneGraph(g.t, g.triplets, g.attributes + tuple((o, a) for o in g.objects
-                                                                        for a in attrs.get(o, ())))
-                       for g in dsg.graphs)
+        graphs = tuple(SceneGraph(g.t, g.triplets, g.attributes + tuple(
+            (o, a) for o in objects_in_scene(events, g.t) for a in attrs.get(o, ()))) for g in dsg.graphs)
         return DSG(graphs, dsg.duration)

@@ -26,7 +26,7 @@ def planner_config() -> ml_collections.ConfigDict:
     c.demonstrations = ""        # demonstration bank JSONL; "" = the built-in bank (synthetic + everyday)
     c.selection = "fixed"        # fixed: the bank's D most complex | random: per caption | rl: trained policy
     c.selector_path = ""         # policy file written by `python -m dysen_jax.plan train-selector`
-    c.imagination = True         # step III: enrich each scene graph (w/o imagination = False)
+    c.imagination = True         # step III: enrich each scene graph (w/o imagination = False); rules: object permanence
     c.sliding_window = True      # step III sees [previous enriched SG, current SG, next SG] (w/o SWC = False)
     c.polish = True              # step III's second round: one global pass over the whole DSG
     c.max_scene_items = 12       # step-III answers with more triplets (or attributes) per scene are rejected
