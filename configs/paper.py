@@ -136,6 +136,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.frame_affine = True     # eq. 11 per-frame scale/shift in every ResNet
     c.model.temporal_conv = True    # temporal conv after every ResNet (zero-init, residual)
     c.model.temporal_attention = True  # temporal attention after every spatial transformer (eq. 12)
+    c.model.temporal_attention_levels = ()  # () = the levels of attention_levels (ModelScope's placement)
     c.model.temporal_transformer_in = False  # ModelScope's extra temporal attention after conv_in
     c.model.temporal_norm = "frame"  # per-frame GroupNorm statistics (needed for causality)
     c.model.temporal_position = "sinusoidal"  # frame positions before the temporal attention

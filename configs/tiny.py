@@ -165,6 +165,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.frame_affine = True     # eq. 11 per-frame scale/shift in every ResNet
     c.model.temporal_conv = True    # VidRD/ModelScope temporal conv after every ResNet (zero-init, residual)
     c.model.temporal_attention = True  # temporal attention after every spatial transformer (zero-init, residual)
+    c.model.temporal_attention_levels = ()  # per level: temporal attention after every layer there; () = attention_levels
     c.model.temporal_transformer_in = False  # ModelScope's extra temporal attention after conv_in
     c.model.temporal_norm = "frame"  # temporal GroupNorm statistics per frame (causality) | "clip" (ModelScope)
     c.model.temporal_position = "sinusoidal"  # frame positions before the temporal attentions | "none"

@@ -276,11 +276,14 @@ def load_params(experiment: Experiment, workdir: str, use_ema: bool = True) -> A
     shapes = jax.eval_shape(lambda k: init_params(experiment, k), jax.random.PRNGKey(0))
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     name = "ema_params" if use_ema else "params"
-    loaded, missing = checkpoint.restore_matching_params(
+    loaded, missing, unused = checkpoint.restore_matching_params(
         workdir, checkpoint.abstract_like(shapes, jax.tree.map(lambda _: device, shapes)), name, what="--workdir")
     if missing:
         raise ValueError(f"the checkpoint in {workdir} lacks {len(missing)} params of this config's model (e.g. "
                          f"{', '.join(missing[:3])}): sample with the config it was trained with")
+    if unused:
+        raise ValueError(f"the checkpoint in {workdir} has {len(unused)} params this config's model lacks (e.g. "
+                         f"{', '.join(unused[:3])}): sample with the config it was trained with")
     logs.info(f"loaded {name} from {workdir}")
     return unflatten_dict(loaded, sep="/")
 

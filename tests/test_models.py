@@ -352,3 +352,36 @@ def test_full_denoiser_param_structure(causal_denoiser):
 def test_denoiser_requires_resolved_vocab():
     with pytest.raises(ValueError, match="vocab_size"):
         build_denoiser(model_config(vocab_size=-1))
+
+
+def test_temporal_attention_levels_add_identity_layers_that_keep_causality(causal_denoiser):
+    """model.temporal_attention_levels puts temporal attentions at ResNet-only levels: fresh ones are the
+    identity (so a checkpoint without them loads and computes the same), trained ones mix frames causally."""
+    base_model, _, base_params, base_apply = causal_denoiser
+    model = build_denoiser(model_config(temporal_causal=True, temporal_attention_levels=(True, True)))
+    fresh = jax.jit(init_fn(model))(jax.random.key(3))
+    unet = fresh["params"]["unet"]
+    assert {"temp_attentions_0"} <= set(unet["down_blocks_0"]) and "attentions_0" not in unet["down_blocks_0"]
+    assert {"temp_attentions_0", "temp_attentions_1"} <= set(unet["up_blocks_1"])   # layers_per_block + 1
+    assert "temp_attentions_0" not in base_params["params"]["unet"]["down_blocks_0"]
+
+    def graft(new, old):   # old's values where the names match, new's elsewhere (training.init_from's rule)
+        if isinstance(new, dict):
+            return {k: graft(v, old[k]) if k in old else v for k, v in new.items()}
+        return old
+    params = graft(fresh, base_params)
+    apply = make_apply(model)
+    x, _, _, dsg = denoiser_inputs()
+    ones = jnp.ones((B,), bool)
+    np.testing.assert_allclose(apply(params, x, dsg, ones, ones), base_apply(base_params, x, dsg, ones, ones),
+                               atol=1e-5)
+    trained = graft(perturb(fresh, scale=0.1), base_params)
+    for level, block in (("down_blocks_0", "temp_attentions_0"), ("up_blocks_1", "temp_attentions_1")):
+        trained["params"]["unet"][level][block] = perturb(fresh, seed=5, scale=0.3)["params"]["unet"][level][block]
+    out = apply(trained, x, dsg, ones, ones)
+    assert np.abs(np.asarray(out - apply(params, x, dsg, ones, ones))).max() > 1e-3
+    x2 = x.at[:, 2:].set(0.0)
+    np.testing.assert_allclose(apply(trained, x2, dsg, ones, ones)[:, :2], out[:, :2], atol=1e-5)
+    with pytest.raises(ValueError, match="temporal_attention_levels"):
+        build_denoiser(model_config(temporal_attention_levels=(True, True, True))).init(
+            jax.random.key(0), *denoiser_inputs()[:3], denoiser_inputs()[3], use_text=ones, use_dsg=ones)

@@ -20,6 +20,7 @@ from dysen_jax import train as train_lib
 from dysen_jax.data.pipeline import make_dataset
 from dysen_jax.experiment import load_experiment
 from dysen_jax.parallel.mesh import make_mesh
+from dysen_jax.sample import load_params
 from dysen_jax.training import checkpoint
 from dysen_jax.training.flops import compiled_flops, mfu
 from dysen_jax.training.monitor import NonFiniteGuard
@@ -140,6 +141,20 @@ def test_next_stage_starts_from_previous_checkpoint(data_dir, tmp_path):
     assert int(state.step) == 0  # a new stage: fresh step count and optimizer
     with pytest.raises(FileNotFoundError, match="init_from.checkpoint"):
         checkpoint.restore_matching_params(str(tmp_path / "nothing"), state.params)
+
+    # A stage that adds layers (temporal attention at every level): they start fresh, the rest loaded;
+    # sampling the previous stage with the new config, or the reverse, is refused, not silently wrong.
+    grown = _config(data_dir, **{"init_from.checkpoint": str(tmp_path / "stage2"),
+                                 "model.temporal_attention_levels": (True, True)})
+    state, _ = train_lib.initial_state(load_experiment(grown, "unused"), make_optimizer(grown.train), mesh)
+    fresh = state.params["unet"]["down_blocks_0"]["temp_attentions_0"]["proj_out"]["kernel"]
+    assert not np.asarray(fresh).any()   # zero-init, as the layer's fresh init
+    assert _max_diff(state.params["unet"]["mid_block"], first["state"].ema_params["unet"]["mid_block"]) == 0.0
+    with pytest.raises(ValueError, match="lacks .* params of this config's model.*temp_attentions"):
+        load_params(load_experiment(grown, "unused"), str(tmp_path / "stage2"))
+    shrunk = _config(data_dir, **{"model.temporal_attention": False})
+    with pytest.raises(ValueError, match="has .* params this config's model lacks.*temp_attentions"):
+        load_params(load_experiment(shrunk, "unused"), str(tmp_path / "stage2"))
 
 
 def test_step_flops_and_mfu():

@@ -4,8 +4,9 @@ Video x [B, F, H, W, C] -> [B, F, H, W, C_out]. The spatial path is diffusers' U
 (conv_in, time_embedding, down_blocks, mid_block, up_blocks, conv_norm_out, conv_out) applied to every
 frame (frames folded into the batch), with the same module tree, so `dysen_jax.convert.unet` loads an
 SD 1.x / 2.x checkpoint by name. Around it, as in diffusers' UNet3DConditionModel (ModelScope):
-a TemporalConvLayer after every ResNet, a TransformerTemporal after every spatial transformer and
-optionally one after conv_in (`transformer_in`). Dysen-VDM adds the per-frame affine of eq. 11 in
+a TemporalConvLayer after every ResNet, a TransformerTemporal after every spatial transformer (or, with
+`temporal_attention_levels`, after every layer of the levels it names) and optionally one after conv_in
+(`transformer_in`). Dysen-VDM adds the per-frame affine of eq. 11 in
 every ResNet and, in every transformer block, a cross-attention to the DSG features H^G before the
 text cross-attention (eq. 6). Every addition is residual with a zero-initialised output (the affine
 starts at scale 1, shift 0), so a UNet3D holding SD's spatial weights and freshly initialised
@@ -62,7 +63,8 @@ def temporal_transformer(cfg: UNet3DConfig, heads: int, head_dim: int, dtype: Dt
 
 
 class _Level(nn.Module):
-    """Shared constructors of one resolution level's layers (ResNet + temporal conv, attention pair)."""
+    """Shared constructors of one resolution level's layers (ResNet + temporal conv, spatial transformer,
+    temporal attention)."""
 
     config: UNet3DConfig
     level: int
@@ -79,19 +81,29 @@ class _Level(nn.Module):
             h = temporal_conv_layer(cfg, self.dtype, f"temp_convs_{j}", h, num_frames, deterministic)
         return h
 
-    def attention_pair(self, j: int, h: Array, contexts: Mapping[str, Context], num_frames: int,
-                       deterministic: bool) -> Array:
+    def spatial_transformer(self, j: int, h: Array, contexts: Mapping[str, Context], num_frames: int,
+                            deterministic: bool) -> Array:
         cfg = self.config
-        heads = cfg.num_attention_heads[self.level]
         extra = tuple(n for n in self.context_names if n != TEXT)
-        spatial = Transformer2D(heads, cfg.transformer_layers_per_block, cfg.norm_num_groups, TEXT, extra,
-                                cfg.upcast_attention, cfg.dropout, self.dtype, cfg.attention_chunk,
-                                name=f"attentions_{j}")
-        h = remat_layer(lambda m, h, contexts: m(h, contexts, num_frames, deterministic), cfg.remat)(
+        spatial = Transformer2D(cfg.num_attention_heads[self.level], cfg.transformer_layers_per_block,
+                                cfg.norm_num_groups, TEXT, extra, cfg.upcast_attention, cfg.dropout, self.dtype,
+                                cfg.attention_chunk, name=f"attentions_{j}")
+        return remat_layer(lambda m, h, contexts: m(h, contexts, num_frames, deterministic), cfg.remat)(
             spatial, h, contexts)
-        if cfg.temporal_attention:
-            h = temporal_transformer(cfg, heads, h.shape[-1] // heads, self.dtype, f"temp_attentions_{j}", h,
-                                     num_frames, deterministic)
+
+    def temporal_attention(self, j: int, h: Array, num_frames: int, deterministic: bool) -> Array:
+        heads = self.config.num_attention_heads[self.level]
+        return temporal_transformer(self.config, heads, h.shape[-1] // heads, self.dtype, f"temp_attentions_{j}",
+                                    h, num_frames, deterministic)
+
+    def layer(self, j: int, h: Array, temb: Array, contexts: Mapping[str, Context], num_frames: int,
+              deterministic: bool) -> Array:
+        """Layer j of a down/up block: ResNet, temporal conv[, spatial transformer][, temporal attention]."""
+        h = self.resnet_and_temp_conv(j, h, temb, num_frames, deterministic)
+        if self.config.cross_attention[self.level]:
+            h = self.spatial_transformer(j, h, contexts, num_frames, deterministic)
+        if self.config.temporal_attention_at(self.level):
+            h = self.temporal_attention(j, h, num_frames, deterministic)
         return h
 
     @property
@@ -100,7 +112,7 @@ class _Level(nn.Module):
 
 
 class DownBlock(_Level):
-    """down_blocks_i: layers_per_block x (ResNet, temporal conv[, spatial transformer, temporal attention]),
+    """down_blocks_i: layers_per_block x (ResNet, temporal conv[, spatial transformer][, temporal attention]),
     then a stride-2 downsampler except at the last level. Returns (h, skip activations)."""
 
     @nn.compact
@@ -108,9 +120,7 @@ class DownBlock(_Level):
                  deterministic: bool = True) -> tuple[Array, list[Array]]:
         skips = []
         for j in range(self.config.layers_per_block):
-            h = self.resnet_and_temp_conv(j, h, temb, num_frames, deterministic)
-            if self.config.cross_attention[self.level]:
-                h = self.attention_pair(j, h, contexts, num_frames, deterministic)
+            h = self.layer(j, h, temb, contexts, num_frames, deterministic)
             skips.append(h)
         if self.level < self.config.num_levels - 1:
             h = Downsample(self.config.downsample_padding, self.dtype, name="downsamplers_0")(h)
@@ -129,22 +139,22 @@ class MidBlock(_Level):
     def __call__(self, h: Array, temb: Array, contexts: Mapping[str, Context], num_frames: int,
                  deterministic: bool = True) -> Array:
         h = self.resnet_and_temp_conv(0, h, temb, num_frames, deterministic)
-        h = self.attention_pair(0, h, contexts, num_frames, deterministic)
+        h = self.spatial_transformer(0, h, contexts, num_frames, deterministic)
+        if self.config.temporal_attention:
+            h = self.temporal_attention(0, h, num_frames, deterministic)
         return self.resnet_and_temp_conv(1, h, temb, num_frames, deterministic)
 
 
 class UpBlock(_Level):
     """up_blocks_i (level = num_levels - 1 - i): (layers_per_block + 1) x (concat skip, ResNet, temporal conv
-    [, spatial transformer, temporal attention]), then a nearest x2 upsampler except at the top level."""
+    [, spatial transformer][, temporal attention]), then a nearest x2 upsampler except at the top level."""
 
     @nn.compact
     def __call__(self, h: Array, skips: list[Array], temb: Array, contexts: Mapping[str, Context],
                  num_frames: int, deterministic: bool = True) -> Array:
         for j in range(self.config.layers_per_block + 1):
             h = jnp.concatenate([h, skips.pop()], axis=-1)
-            h = self.resnet_and_temp_conv(j, h, temb, num_frames, deterministic)
-            if self.config.cross_attention[self.level]:
-                h = self.attention_pair(j, h, contexts, num_frames, deterministic)
+            h = self.layer(j, h, temb, contexts, num_frames, deterministic)
         if self.level > 0:
             h = Upsample(self.dtype, name="upsamplers_0")(h)
         return h

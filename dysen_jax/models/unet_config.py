@@ -33,7 +33,10 @@ class UNet3DConfig:
 
     Temporal (ours): `temporal_conv` adds a TemporalConvLayer after every ResNet, `temporal_attention`
     a TransformerTemporal after every spatial transformer, `temporal_transformer_in` one after conv_in
-    (ModelScope). `temporal_norm` "frame" takes GroupNorm statistics per frame (needed for causality),
+    (ModelScope). `temporal_attention_levels[i]` (one per level; () = `cross_attention`, ModelScope's
+    placement) puts the down/up blocks' temporal attentions at level i, after the spatial transformer
+    where there is one, else after the temporal conv: frames then exchange information at every
+    resolution, not only where the spatial attention is (the mid block follows `temporal_attention`). `temporal_norm` "frame" takes GroupNorm statistics per frame (needed for causality),
     "clip" over the whole clip (ModelScope). `temporal_position` "sinusoidal" adds frame positions
     before the temporal attentions. `frame_affine` adds eq. 11's per-frame scale/shift after each
     ResNet's first conv (table of `max_frames` rows). All of these are the identity at init.
@@ -70,6 +73,7 @@ class UNet3DConfig:
     frame_affine: bool = True
     temporal_conv: bool = True
     temporal_attention: bool = True
+    temporal_attention_levels: tuple[bool, ...] = ()   # () = cross_attention
     temporal_transformer_in: bool = False
     transformer_in_heads: int = 8
     transformer_in_head_dim: int = 64
@@ -83,6 +87,10 @@ class UNet3DConfig:
     def num_levels(self) -> int:
         return len(self.block_out_channels)
 
+    def temporal_attention_at(self, level: int) -> bool:
+        """Whether the down/up blocks of `level` have temporal attentions."""
+        return self.temporal_attention and (self.temporal_attention_levels or self.cross_attention)[level]
+
     def validate(self) -> "UNet3DConfig":
         """Raises ValueError naming the inconsistent field; returns self."""
         n = self.num_levels
@@ -90,6 +98,10 @@ class UNet3DConfig:
             if len(getattr(self, name)) != n:
                 raise ValueError(f"UNet3DConfig.{name}={getattr(self, name)} needs one entry per level of "
                                  f"block_out_channels={self.block_out_channels}")
+        if self.temporal_attention_levels and len(self.temporal_attention_levels) != n:
+            raise ValueError(f"UNet3DConfig.temporal_attention_levels={self.temporal_attention_levels} (model."
+                             f"temporal_attention_levels) needs one entry per level of block_out_channels="
+                             f"{self.block_out_channels}, or () for the levels of cross_attention")
         for ch, heads in zip(self.block_out_channels, self.num_attention_heads):
             if ch % self.norm_num_groups:
                 raise ValueError(f"norm_num_groups={self.norm_num_groups} does not divide width {ch}")
@@ -115,7 +127,7 @@ class UNet3DConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown UNet3DConfig field(s) {unknown}")
-        tuples = {"block_out_channels", "cross_attention", "num_attention_heads"}
+        tuples = {"block_out_channels", "cross_attention", "num_attention_heads", "temporal_attention_levels"}
         return cls(**{k: tuple(v) if k in tuples else v for k, v in d.items()}).validate()
 
 
@@ -233,6 +245,7 @@ def from_model_config(model_cfg: Mapping[str, Any]) -> UNet3DConfig:
         upcast_attention=bool(get("upcast_attention", False)), dropout=float(get("dropout", 0.0)),
         max_frames=int(model_cfg["max_frames"]), frame_affine=bool(get("frame_affine", True)),
         temporal_conv=bool(get("temporal_conv", True)), temporal_attention=bool(get("temporal_attention", True)),
+        temporal_attention_levels=tuple(bool(a) for a in get("temporal_attention_levels", ())),
         temporal_transformer_in=bool(get("temporal_transformer_in", False)),
         transformer_in_heads=int(get("transformer_in_heads", d.transformer_in_heads)),
         transformer_in_head_dim=int(get("transformer_in_head_dim", d.transformer_in_head_dim)),

@@ -40,11 +40,11 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, force: bool = Fa
 
 
 def restore_matching_params(workdir: str, abstract_params: Any, name: str = "ema_params",
-                            what: str = "init_from.checkpoint") -> tuple[Any, list[str]]:
+                            what: str = "init_from.checkpoint") -> tuple[Any, list[str], list[str]]:
     """`name` ("ema_params" or "params") of the newest checkpoint in <workdir>/checkpoints, restored
     for the params that the new model also has under the same path and shape (laid out as
     `abstract_params`' shardings say). Returns (flat {path: array}, paths of the new model that the
-    checkpoint lacks). What a stage starts from when `init_from.checkpoint` names the previous one, and
+    checkpoint lacks, paths of the checkpoint that the new model lacks). What a stage starts from when `init_from.checkpoint` names the previous one, and
 what sampling loads (only the params: the optimizer state is never read). `what` names the setting
 that pointed here, for the error messages."""
     from flax.traverse_util import flatten_dict
@@ -75,4 +75,5 @@ that pointed here, for the error messages."""
     restored = manager.restore(step, args=ocp.args.PyTreeRestore(item=item, restore_args=restore_args,
                                                                  partial_restore=True))
     manager.close()
-    return flatten_dict(dict(restored[name]), sep="/"), sorted(set(new_flat) - set(common))
+    return (flatten_dict(dict(restored[name]), sep="/"), sorted(set(new_flat) - set(common)),
+            sorted(set(saved_flat) - set(common)))

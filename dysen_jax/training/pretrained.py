@@ -39,7 +39,8 @@ def pretrained_parts(config: Any) -> dict[str, Any]:
 
 def with_previous_stage(state: Any, config: Any, shardings: Any) -> Any:
     """`init_from.checkpoint` (a previous stage's workdir): its EMA params replace every param of the
-    same path and shape, in params and EMA params; params the previous stage lacked stay fresh."""
+    same path and shape, in params and EMA params; params the previous stage lacked stay fresh, and
+    its params this config lacks are left out (both counted in the log)."""
     from flax.traverse_util import flatten_dict, unflatten_dict
 
     from dysen_jax import logs
@@ -49,12 +50,14 @@ def with_previous_stage(state: Any, config: Any, shardings: Any) -> Any:
     if not workdir:
         return state
     abstract = abstract_like(state.params, shardings.params)
-    loaded, fresh = restore_matching_params(workdir, abstract)
+    loaded, fresh, dropped = restore_matching_params(workdir, abstract)
     params = flatten_dict(dict(state.params), sep="/")
     params.update(loaded)
     params = unflatten_dict(params, sep="/")
     logs.info(f"init_from.checkpoint: {len(loaded)} params from {workdir}, {len(fresh)} fresh"
-              + (f" (e.g. {', '.join(fresh[:3])})" if fresh else ""))
+              + (f" (e.g. {', '.join(fresh[:3])})" if fresh else "")
+              + (f", {len(dropped)} of its params unused by this config (e.g. {', '.join(dropped[:3])})"
+                 if dropped else ""))
     return state.replace(params=params, ema_params=jax.tree.map(lambda x: x.copy(), params))
 
 
