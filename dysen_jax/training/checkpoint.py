@@ -44,9 +44,9 @@ def restore_matching_params(workdir: str, abstract_params: Any, name: str = "ema
     """`name` ("ema_params" or "params") of the newest checkpoint in <workdir>/checkpoints, restored
     for the params that the new model also has under the same path and shape (laid out as
     `abstract_params`' shardings say). Returns (flat {path: array}, paths of the new model that the
-    checkpoint lacks, paths of the checkpoint that the new model lacks). What a stage starts from when `init_from.checkpoint` names the previous one, and
-what sampling loads (only the params: the optimizer state is never read). `what` names the setting
-that pointed here, for the error messages."""
+    checkpoint lacks, paths of the checkpoint that the new model lacks). What a stage starts from when
+    `init_from.checkpoint` names the previous one, and what sampling loads (only the params: the
+    optimizer state is never read). `what` names the setting that pointed here, for the error messages."""
     from flax.traverse_util import flatten_dict
 
     directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
