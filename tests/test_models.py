@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax.traverse_util import flatten_dict, unflatten_dict
 
 from configs.tiny import get_config
 from dysen_jax.dsg.tensorize import NUM_EDGE_TYPES
@@ -365,10 +366,8 @@ def test_temporal_attention_levels_add_identity_layers_that_keep_causality(causa
     assert {"temp_attentions_0", "temp_attentions_1"} <= set(unet["up_blocks_1"])   # layers_per_block + 1
     assert "temp_attentions_0" not in base_params["params"]["unet"]["down_blocks_0"]
 
-    def graft(new, old):   # old's values where the names match, new's elsewhere (training.init_from's rule)
-        if isinstance(new, dict):
-            return {k: graft(v, old[k]) if k in old else v for k, v in new.items()}
-        return old
+    def graft(new, old):   # old's values where the names match, new's elsewhere (init_from.checkpoint's rule)
+        return unflatten_dict({**flatten_dict(new), **flatten_dict(old)})
     params = graft(fresh, base_params)
     apply = make_apply(model)
     x, _, _, dsg = denoiser_inputs()
@@ -384,4 +383,4 @@ def test_temporal_attention_levels_add_identity_layers_that_keep_causality(causa
     np.testing.assert_allclose(apply(trained, x2, dsg, ones, ones)[:, :2], out[:, :2], atol=1e-5)
     with pytest.raises(ValueError, match="temporal_attention_levels"):
         build_denoiser(model_config(temporal_attention_levels=(True, True, True))).init(
-            jax.random.key(0), *denoiser_inputs()[:3], denoiser_inputs()[3], use_text=ones, use_dsg=ones)
+            jax.random.key(0), *denoiser_inputs(), use_text=ones, use_dsg=ones)

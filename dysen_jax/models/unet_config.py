@@ -36,7 +36,8 @@ class UNet3DConfig:
     (ModelScope). `temporal_attention_levels[i]` (one per level; () = `cross_attention`, ModelScope's
     placement) puts the down/up blocks' temporal attentions at level i, after the spatial transformer
     where there is one, else after the temporal conv: frames then exchange information at every
-    resolution, not only where the spatial attention is (the mid block follows `temporal_attention`). `temporal_norm` "frame" takes GroupNorm statistics per frame (needed for causality),
+    resolution, not only where the spatial attention is (the mid block follows `temporal_attention`).
+    `temporal_norm` "frame" takes GroupNorm statistics per frame (needed for causality),
     "clip" over the whole clip (ModelScope). `temporal_position` "sinusoidal" adds frame positions
     before the temporal attentions. `frame_affine` adds eq. 11's per-frame scale/shift after each
     ResNet's first conv (table of `max_frames` rows). All of these are the identity at init.
