@@ -17,8 +17,6 @@ conditioning can differ only by what these gains are at that budget.
 
 from __future__ import annotations
 
-import argparse
-import ast
 import json
 import os
 import re
@@ -26,8 +24,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.dynamic_shapes_eval import load_config  # noqa: E402
 from benchmarks.machine import cpu_name  # noqa: E402
+from benchmarks.trained_runs import heldout_items, runs_config, runs_parser, trained_runs  # noqa: E402
 
 
 COLOUR_SWAP = {"red": "green", "green": "red", "blue": "yellow", "yellow": "blue", "purple": "orange",
@@ -44,43 +42,17 @@ def swap_colours(caption: str) -> str:
     return re.sub(r"\b(" + "|".join(COLOUR_SWAP) + r")\b", swap, caption, flags=re.IGNORECASE)
 
 
-def apply_settings(config, settings: list[str]) -> None:
-    """`--set KEY=VALUE` items onto the config (VALUE a Python literal, else a string)."""
-    for item in settings:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise SystemExit(f"--set {item!r}: write KEY=VALUE with a config key, e.g. model.pooled_conditions=False")
-        try:
-            parsed = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            parsed = value
-        try:
-            config.update_from_flattened_dict({key.strip(): parsed})
-        except (KeyError, AttributeError, TypeError) as err:
-            raise SystemExit(f"--set {item!r}: {err}") from None
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="configs/<file>.py[:variant] the runs were trained with.")
-    parser.add_argument("--workdir", required=True, help="Comma-separated trained workdirs.")
-    parser.add_argument("--videos", type=int, default=32, help="Held-out clips (evaluate.num_videos).")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="A config override (repeatable), e.g. --set diffusion.frame_noise_share=0 for a "
-                        "model trained before that key existed.")
+    parser = runs_parser(__doc__, "diffusion.frame_noise_share=0 for a model trained before that key existed")
     args = parser.parse_args()
 
     from dysen_jax.dsg.build import plan_from_events
-    from dysen_jax.evaluate import heldout_split
-    from dysen_jax.experiment import load_experiment
     from dysen_jax.metrics.heldout_loss import heldout_loss
     from dysen_jax.planner.base import plan_batch, planner_from_config
-    from dysen_jax.sample import load_params
 
-    config = load_config(args.config)
-    apply_settings(config, args.set)
+    config = runs_config(args)
     ev = config.evaluate
-    items = heldout_split(args.videos, config.data.num_frames, config.data.resolution, ev.max_actions, ev.split_seed)
+    items = heldout_items(config, args.videos)
     videos = [it.video for it in items]
     prompts, plans = [it.caption for it in items], [plan_from_events(it.events) for it in items]
     swapped = [swap_colours(p) for p in prompts]
@@ -91,9 +63,7 @@ def main() -> None:
         raise SystemExit("the rules planner failed on a colour-swapped caption: " +
                          next(s for s, o in zip(swapped, swapped_outcomes) if o.plan is None))
     swapped_plans = [o.plan for o in swapped_outcomes]
-    for workdir in filter(None, args.workdir.split(",")):
-        experiment = load_experiment(config, workdir)
-        params = load_params(experiment, workdir)
+    for workdir, experiment, params in trained_runs(config, args.workdir):
         loss = lambda text, dsg, captions=prompts, plans=plans: heldout_loss(
             experiment, params, videos, captions, plans, int(ev.split_seed), use_text=text, use_dsg=dsg)
         both, text_only, none = loss(True, True), loss(True, False), loss(False, False)

@@ -17,16 +17,14 @@ the right things are there and stay put, the first things a viewer sees.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.conditioning_gain import apply_settings  # noqa: E402
-from benchmarks.dynamic_shapes_eval import load_config  # noqa: E402
 from benchmarks.machine import cpu_name  # noqa: E402
+from benchmarks.trained_runs import runs_config, runs_parser, trained_runs  # noqa: E402
 
 
 def frame_jumps(states) -> list[float]:
@@ -65,32 +63,22 @@ def colour_scores(videos, items) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="configs/<file>.py[:variant] the model was trained with.")
-    parser.add_argument("--workdir", required=True, help="Comma-separated trained workdirs.")
-    parser.add_argument("--videos", type=int, default=32, help="Held-out captions (evaluate.num_videos).")
+    parser = runs_parser(__doc__, "sample.guidance=5")
     parser.add_argument("--seed", type=int, default=0, help="Sampling seed (clip i uses evaluate's seed of item i).")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="A config override (repeatable), e.g. --set sample.guidance=5.")
     args = parser.parse_args()
 
     import numpy as np
 
     from dysen_jax.evaluate import conditioning_plans, evaluation_items, generate_set
-    from dysen_jax.experiment import load_experiment
-    from dysen_jax.sample import load_params
 
-    config = load_config(args.config)
-    apply_settings(config, args.set)
+    config = runs_config(args)
     config.evaluate.num_videos = args.videos
     items = evaluation_items(config)
     if not all(it.events and it.video is not None for it in items):
         raise SystemExit("object_colours.py needs evaluate's dynamic-shapes split (evaluate.captions_file empty)")
     plans, _ = conditioning_plans(config, items)
     truth = colour_scores(np.stack([it.video for it in items]), items)
-    for workdir in filter(None, args.workdir.split(",")):
-        experiment = load_experiment(config, workdir)
-        params = load_params(experiment, workdir)
+    for workdir, experiment, params in trained_runs(config, args.workdir):
         videos = generate_set(experiment, params, items, plans, args.seed, int(config.evaluate.batch_size))
         print(json.dumps({"workdir": workdir, "config": args.config, "set": args.set, "videos": len(items),
                           "seed": args.seed, **colour_scores(videos, items), "ground_truth": truth,

@@ -124,6 +124,44 @@ def test_heldout_loss_is_the_training_loss_and_sees_the_conditions(trained_workd
     assert hl.heldout_loss(experiment, params, videos[:1], prompts[:1], plans[1:], seed=5, use_dsg=False) == null_dsg
 
 
+def test_temporal_use_removes_the_temporal_layers_and_plays_clips_backwards(trained_workdir):
+    """benchmarks/temporal_use.py: per-timestep losses average to heldout_loss; removing the temporal
+    layers is the identity on a fresh model (they are zero-init) and not on a perturbed one; a clip that
+    reads the same backwards keeps its loss when reversed, another does not."""
+    import jax
+
+    from benchmarks.temporal_use import temporal_use
+    from dysen_jax.dsg.build import plan_from_events
+    from dysen_jax.experiment import init_params, load_experiment
+    from dysen_jax.metrics import heldout_loss as hl
+    from dysen_jax.models.unet3d import without_temporal_layers
+
+    experiment = load_experiment(tiny_test_config(), trained_workdir)
+    fresh = jax.jit(lambda key: init_params(experiment, key))(jax.random.PRNGKey(0))
+    rng = np.random.default_rng(1)
+    perturbed = jax.tree.map(lambda p: p + (0.05 * rng.standard_normal(p.shape)).astype(p.dtype), fresh)
+    items = ev.heldout_split(2, 8, 16, 2)
+
+    at_init = temporal_use(experiment, fresh, items, seed=3)
+    assert at_init["loss_no_temporal"] == at_init["loss"] and len(at_init["loss"]) == hl.NUM_TIMESTEPS
+    trained = temporal_use(experiment, perturbed, items, seed=3)
+    assert trained["loss_no_temporal"] != trained["loss"] and trained["loss_reversed"] != trained["loss"]
+    videos = np.stack([it.video for it in items])
+    prompts, plans = [it.caption for it in items], [plan_from_events(it.events) for it in items]
+    assert trained["loss_mean"] == pytest.approx(hl.heldout_loss(experiment, perturbed, videos, prompts, plans, 3),
+                                                 abs=1e-5)
+    removed = jax.tree_util.tree_flatten_with_path(without_temporal_layers(perturbed))[0]
+    zeroed = {jax.tree_util.keystr(path) for path, leaf in removed if not np.any(np.asarray(leaf))}
+    assert any("temp_convs_0" in p for p in zeroed) and any("temp_attentions_0" in p for p in zeroed)
+    assert not any("resnets_" in p for p in zeroed)
+
+    palindrome = np.concatenate([videos[:1, :4], videos[:1, :4][:, ::-1]], axis=1)
+    loss = lambda clip, reverse: hl.heldout_loss_per_timestep(experiment, perturbed, clip, prompts[:1], plans[:1],
+                                                              3, reverse_frames=reverse)
+    np.testing.assert_array_equal(loss(palindrome, True), loss(palindrome, False))
+    assert not np.array_equal(loss(videos[:1], True), loss(videos[:1], False))
+
+
 def test_evaluate_cli_end_to_end(trained_workdir, tmp_path):
     prefix = str(tmp_path / "eval" / "table")
     done = subprocess.run([sys.executable, "-m", "dysen_jax.evaluate", "--config=configs/tiny.py:smoke",

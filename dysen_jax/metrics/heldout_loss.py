@@ -37,6 +37,16 @@ def heldout_loss(experiment: Any, params: Any, videos: np.ndarray, prompts: Sequ
                  seed: int = 0, use_text: bool = True, use_dsg: bool = True) -> float:
     """Mean eq. 1 loss of uint8 clips [N, F, H, W, 3] over the timestep grid, with the text and the DSG
     kept or replaced by their learned nulls (`use_text`, `use_dsg`: how much the model uses each)."""
+    return float(np.mean(heldout_loss_per_timestep(experiment, params, videos, prompts, plans, seed, use_text,
+                                                   use_dsg)))
+
+
+def heldout_loss_per_timestep(experiment: Any, params: Any, videos: np.ndarray, prompts: Sequence[str],
+                              plans: Sequence[Any], seed: int = 0, use_text: bool = True, use_dsg: bool = True,
+                              reverse_frames: bool = False) -> np.ndarray:
+    """float64 [NUM_TIMESTEPS]: heldout_loss at each point of `timestep_grid`, averaged over the clips.
+    `reverse_frames` plays every clip backwards (same conditions, same noise): how much the model
+    cares which way time runs (benchmarks/temporal_use.py)."""
     from dysen_jax.sample import condition_arrays
 
     if len(videos) != len(prompts) or len(prompts) != len(plans):
@@ -46,9 +56,11 @@ def heldout_loss(experiment: Any, params: Any, videos: np.ndarray, prompts: Sequ
     grid = jnp.asarray(timestep_grid(schedule.num_timesteps))
 
     @jax.jit
-    def clip_loss(params: Any, video: jax.Array, tokens: jax.Array, dsg: dict[str, jax.Array],
-                  noise: jax.Array) -> jax.Array:
+    def clip_losses(params: Any, video: jax.Array, tokens: jax.Array, dsg: dict[str, jax.Array],
+                    noise: jax.Array) -> jax.Array:
         x0 = video.astype(jnp.float32)[None] / 127.5 - 1.0
+        if reverse_frames:
+            x0 = x0[:, ::-1]
         if codec is not None:
             x0 = codec.encode(codec.params, x0, None)
         x0 = jnp.repeat(x0, NUM_TIMESTEPS, axis=0)
@@ -57,12 +69,12 @@ def heldout_loss(experiment: Any, params: Any, videos: np.ndarray, prompts: Sequ
         keep = jnp.ones((NUM_TIMESTEPS,), bool)
         out = model.apply({"params": params}, x_t, grid, tile(tokens), {k: tile(v) for k, v in dsg.items()},
                           use_text=keep & use_text, use_dsg=keep & use_dsg, deterministic=True)
-        return diffusion_loss(out, prediction_target(schedule, x0, noise, grid, prediction))
+        return jax.vmap(diffusion_loss)(out, prediction_target(schedule, x0, noise, grid, prediction))
 
     losses = []
     for i, (video, prompt, plan) in enumerate(zip(videos, prompts, plans)):
         tokens, dsg = condition_arrays(experiment, [prompt], [plan])
         noise = clip_noise(seed, i, experiment.input_shape,
                            float(experiment.config.diffusion.get("frame_noise_share", 0.0)))
-        losses.append(float(clip_loss(params, jnp.asarray(video), tokens, dsg, noise)))
-    return float(np.mean(losses))
+        losses.append(np.asarray(clip_losses(params, jnp.asarray(video), tokens, dsg, noise), np.float64))
+    return np.mean(losses, axis=0)

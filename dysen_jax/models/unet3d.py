@@ -28,7 +28,7 @@ cross-attention `attn_<name>`, in the order given (Dysen-VDM: "dsg").
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Mapping
 
 import flax.linen as nn
 import jax
@@ -60,6 +60,21 @@ def temporal_transformer(cfg: UNet3DConfig, heads: int, head_dim: int, dtype: Dt
     layer = TransformerTemporal(heads, head_dim, cfg.norm_num_groups, cfg.temporal_causal, cfg.temporal_norm,
                                 cfg.temporal_position == "sinusoidal", 1, cfg.temporal_dropout, dtype, name=name)
     return remat_layer(lambda m, h: m(h, num_frames, deterministic), cfg.remat)(layer, h)
+
+
+TEMPORAL_LAYER_NAMES = ("temp_convs_", "temp_attentions_", "transformer_in")
+
+
+def without_temporal_layers(params: Any) -> Any:
+    """`params` with every temporal conv and temporal attention zeroed. Each is residual, x + f(x), and
+    f ends in a projection that is then zero, so the UNet denoises every frame on its own (the frames
+    still differ by their eq.-11 affine and scene graph): how much a trained model uses time
+    (benchmarks/temporal_use.py)."""
+    from flax.traverse_util import flatten_dict, unflatten_dict
+
+    is_temporal = lambda path: any(str(key).startswith(TEMPORAL_LAYER_NAMES) for key in path)
+    return unflatten_dict({path: jnp.zeros_like(v) if is_temporal(path) else v
+                           for path, v in flatten_dict(params).items()})
 
 
 class _Level(nn.Module):
