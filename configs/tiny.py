@@ -55,6 +55,7 @@ def shrink_for_smoke_test(c: ml_collections.ConfigDict) -> None:
     c.model.rgtrm_heads = 2
     c.model.channels = (8, 16)
     c.model.attention_levels = (False, True)
+    c.model.temporal_attention_levels = ()
     c.model.heads = 2
     c.train.num_steps = 4
     c.train.warmup_steps = 1
@@ -74,6 +75,7 @@ def grow_to_small(c: ml_collections.ConfigDict) -> None:
     c.model.channels = (32, 64, 128, 256)
     c.model.num_res_blocks = 2
     c.model.attention_levels = (False, True, True, True)
+    c.model.temporal_attention_levels = ()
     c.model.heads = 4
     c.model.rgtrm_width = 128
     c.model.text_width = 128
@@ -165,7 +167,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.frame_affine = True     # eq. 11 per-frame scale/shift in every ResNet
     c.model.temporal_conv = True    # VidRD/ModelScope temporal conv after every ResNet (zero-init, residual)
     c.model.temporal_attention = True  # temporal attention after every spatial transformer (zero-init, residual)
-    c.model.temporal_attention_levels = ()  # per level: temporal attention after every layer there; () = attention_levels
+    c.model.temporal_attention_levels = (False, True, True)  # per level: temporal attention after every layer (16, 8 px); () = attention_levels
     c.model.temporal_transformer_in = False  # ModelScope's extra temporal attention after conv_in
     c.model.temporal_norm = "frame"  # temporal GroupNorm statistics per frame (causality) | "clip" (ModelScope)
     c.model.temporal_position = "sinusoidal"  # frame positions before the temporal attentions | "none"

@@ -74,6 +74,7 @@ def model_config(**overrides):
     mc.rgtrm_width, mc.rgtrm_layers, mc.rgtrm_heads = 16, 1, 2
     mc.channels, mc.heads = (8, 16), 2
     mc.attention_levels = (False, False)   # the middle block still has temporal + cross attention
+    mc.temporal_attention_levels = ()
     mc.update(overrides)
     return mc
 
