@@ -122,6 +122,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.temporal_norm = "frame"  # per-frame GroupNorm statistics (needed for causality)
     c.model.temporal_position = "sinusoidal"  # frame positions before the temporal attention
     c.model.temporal_causal = True  # eq. 12 lower-triangular mask
+    c.model.temporal_conv_causal = ml_collections.config_dict.placeholder(bool)  # None: = temporal_causal; set apart for e.g. causal attention over symmetric convs
     c.model.pooled_conditions = False  # text (per clip) and DSG (per frame) masked means -> + timestep embedding (Imagen/SDXL-style)
     c.model.max_frames = 16         # per-frame affine (eq. 11) table size; >= data.num_frames
     c.model.dropout = 0.0

@@ -323,6 +323,29 @@ def test_non_causal_denoiser_frames_see_later_frames(causal_denoiser):
     assert np.abs(np.asarray(diff)).max() > 1e-3
 
 
+def test_temporal_conv_causal_sets_the_convs_apart_from_the_attention():
+    """With the temporal attentions off, only the convs mix frames: `temporal_conv_causal=True` keeps
+    frames <= k blind to later frames even when `temporal_causal=False`, and False lets frame 0 see them."""
+    x, _, _, dsg = denoiser_inputs()
+    ones, k = jnp.ones((B,), bool), 1
+    x2 = x.at[:, k + 1:].set(0.0)
+    changes = {}
+    for conv_causal in (True, False):
+        model = build_denoiser(model_config(temporal_causal=False, temporal_conv_causal=conv_causal,
+                                            temporal_attention=False))
+        assert model.unet.conv_causal is conv_causal and not model.unet.causal
+        params = perturb(jax.jit(init_fn(model))(jax.random.key(0)), scale=0.1)
+        apply = make_apply(model)
+        diff = apply(params, x2, dsg, ones, ones) - apply(params, x, dsg, ones, ones)
+        changes[conv_causal] = float(np.abs(np.asarray(diff[:, :k + 1])).max())
+    assert changes[True] < 1e-5 and changes[False] > 1e-3
+    # Eq. 12's mask over ModelScope's symmetric convs may use clip-wide GroupNorm; fully causal may not.
+    unet_config = pytest.importorskip("dysen_jax.models.unet_config")
+    unet_config.UNet3DConfig(temporal_causal=True, temporal_conv_causal=False, temporal_norm="clip").validate()
+    with pytest.raises(ValueError, match="temporal_norm='frame'"):
+        unet_config.UNet3DConfig(temporal_causal=True, temporal_norm="clip").validate()
+
+
 def test_text_only_ablation_builds_no_dsg_branch_and_jit_init_apply_works():
     model = build_denoiser(model_config(use_dsg=False))
     x, t, tokens, _ = denoiser_inputs()

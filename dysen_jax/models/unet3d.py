@@ -13,9 +13,12 @@ starts at scale 1, shift 0), so a UNet3D holding SD's spatial weights and freshl
 temporal/DSG weights computes exactly SD applied frame by frame.
 
 Block order follows ModelScope: ResNet -> temporal conv -> spatial transformer (self-attention,
-H^G, H^Y, MLP) -> temporal attention. With `temporal_causal` the temporal convs pad on the left,
-the temporal attentions use the lower-triangular mask of eq. 12 and all their GroupNorms take
-per-frame statistics, so outputs for frames <= k do not depend on input frames > k.
+H^G, H^Y, MLP) -> temporal attention. With `temporal_causal` the temporal attentions use the
+lower-triangular mask of eq. 12 and the temporal convs pad on the left (`temporal_conv_causal`, None:
+the same as `temporal_causal`, can set them apart); with both, and per-frame GroupNorm statistics,
+outputs for frames <= k do not depend on input frames > k. Causality changes no parameter, but a
+causal conv's taps are frames f-2..f and a symmetric one's f-1..f+1: switching the convs shifts what
+every trained kernel sees.
 
 Memory: `config.remat` (model.unet_remat) wraps every ResNet, temporal conv, spatial transformer and
 temporal attention in `nn.remat` with that policy; module names, hence params, are unchanged.
@@ -49,7 +52,7 @@ TEXT = "text"
 def temporal_conv_layer(cfg: UNet3DConfig, dtype: Dtype, name: str, h: Array, num_frames: int,
                         deterministic: bool) -> Array:
     """The TemporalConvLayer `name` applied to h [B*F, H, W, C], under `cfg.remat`."""
-    layer = TemporalConvLayer(cfg.norm_num_groups, cfg.temporal_causal, cfg.temporal_norm, 1e-5,
+    layer = TemporalConvLayer(cfg.norm_num_groups, cfg.conv_causal, cfg.temporal_norm, 1e-5,
                               cfg.temporal_dropout, dtype, name=name)
     return remat_layer(lambda m, h: m(h, num_frames, deterministic), cfg.remat)(layer, h)
 

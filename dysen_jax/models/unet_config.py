@@ -78,7 +78,8 @@ class UNet3DConfig:
     temporal_transformer_in: bool = False
     transformer_in_heads: int = 8
     transformer_in_head_dim: int = 64
-    temporal_causal: bool = False
+    temporal_causal: bool = False                 # eq. 12 mask in the temporal attentions
+    temporal_conv_causal: bool | None = None   # temporal convs pad on the left; None: = temporal_causal
     temporal_norm: str = "frame"
     temporal_position: str = "none"
     temporal_dropout: float = 0.0
@@ -87,6 +88,16 @@ class UNet3DConfig:
     @property
     def num_levels(self) -> int:
         return len(self.block_out_channels)
+
+    @property
+    def conv_causal(self) -> bool:
+        """Whether the temporal convs see only the current and earlier frames."""
+        return self.temporal_causal if self.temporal_conv_causal is None else self.temporal_conv_causal
+
+    @property
+    def causal(self) -> bool:
+        """Whether no output frame depends on a later input frame (attention and convs both causal)."""
+        return self.temporal_causal and self.conv_causal
 
     def temporal_attention_at(self, level: int) -> bool:
         """Whether the down/up blocks of `level` have temporal attentions."""
@@ -114,9 +125,9 @@ class UNet3DConfig:
             raise ValueError(f"temporal_position={self.temporal_position!r}: use one of {TEMPORAL_POSITIONS}")
         if self.remat not in REMAT_OPTIONS:
             raise ValueError(f"UNet3DConfig.remat (model.unet_remat)={self.remat!r}: use one of {REMAT_OPTIONS}")
-        if self.temporal_causal and self.temporal_norm != "frame":
-            raise ValueError("temporal_causal=True needs temporal_norm='frame': clip-wide GroupNorm statistics "
-                             "let later frames change earlier ones")
+        if self.causal and self.temporal_norm != "frame":
+            raise ValueError("temporal_causal=True (with causal temporal convs) needs temporal_norm='frame': "
+                             "clip-wide GroupNorm statistics let later frames change earlier ones")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -250,7 +261,9 @@ def from_model_config(model_cfg: Mapping[str, Any]) -> UNet3DConfig:
         temporal_transformer_in=bool(get("temporal_transformer_in", False)),
         transformer_in_heads=int(get("transformer_in_heads", d.transformer_in_heads)),
         transformer_in_head_dim=int(get("transformer_in_head_dim", d.transformer_in_head_dim)),
-        temporal_causal=bool(model_cfg["temporal_causal"]), temporal_norm=str(get("temporal_norm", "frame")),
+        temporal_causal=bool(model_cfg["temporal_causal"]),
+        temporal_conv_causal=None if get("temporal_conv_causal", None) is None else bool(model_cfg["temporal_conv_causal"]),
+        temporal_norm=str(get("temporal_norm", "frame")),
         temporal_position=str(get("temporal_position", "sinusoidal")),
         temporal_dropout=float(get("temporal_dropout", 0.0)),
         pooled_conditions=bool(get("pooled_conditions", False)),
