@@ -171,8 +171,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.temporal_transformer_in = False  # ModelScope's extra temporal attention after conv_in
     c.model.temporal_norm = "frame"  # temporal GroupNorm statistics per frame (causality) | "clip" (ModelScope)
     c.model.temporal_position = "sinusoidal"  # frame positions before the temporal attentions | "none"
-    c.model.temporal_causal = True  # eq. 12 lower-triangular mask
-    c.model.temporal_conv_causal = ml_collections.config_dict.placeholder(bool)  # None: = temporal_causal; set apart for e.g. causal attention over symmetric convs
+    c.model.temporal_causal = False  # eq. 12 lower-triangular mask in the temporal attentions (paper: True; the bundle, stage 8: False)
+    c.model.temporal_conv_causal = True  # temporal convs see frames f-2..f (None: = temporal_causal); stages 1-8 trained them so
     c.model.pooled_conditions = True  # text (per clip) and DSG (per frame) masked means -> + timestep embedding (Imagen/SDXL-style)
     c.model.max_frames = 16         # per-frame affine (eq. 11) table size; >= data.num_frames
     c.model.dropout = 0.0
