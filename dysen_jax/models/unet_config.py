@@ -79,7 +79,7 @@ class UNet3DConfig:
     transformer_in_heads: int = 8
     transformer_in_head_dim: int = 64
     temporal_causal: bool = False                 # eq. 12 mask in the temporal attentions
-    temporal_conv_causal: bool | None = None   # temporal convs pad on the left; None: = temporal_causal
+    temporal_conv_causal: bool | None = None      # temporal convs pad on the left; None: = temporal_causal
     temporal_norm: str = "frame"
     temporal_position: str = "none"
     temporal_dropout: float = 0.0
@@ -245,6 +245,7 @@ def from_model_config(model_cfg: Mapping[str, Any]) -> UNet3DConfig:
     channels = tuple(int(c) for c in model_cfg["channels"])
     heads = model_cfg["heads"]
     d = UNet3DConfig()
+    conv_causal = get("temporal_conv_causal", None)   # None (absent or unset): follow temporal_causal
     return UNet3DConfig(
         block_out_channels=channels, layers_per_block=int(model_cfg["num_res_blocks"]),
         cross_attention=tuple(bool(a) for a in model_cfg["attention_levels"]),
@@ -262,7 +263,7 @@ def from_model_config(model_cfg: Mapping[str, Any]) -> UNet3DConfig:
         transformer_in_heads=int(get("transformer_in_heads", d.transformer_in_heads)),
         transformer_in_head_dim=int(get("transformer_in_head_dim", d.transformer_in_head_dim)),
         temporal_causal=bool(model_cfg["temporal_causal"]),
-        temporal_conv_causal=None if get("temporal_conv_causal", None) is None else bool(model_cfg["temporal_conv_causal"]),
+        temporal_conv_causal=None if conv_causal is None else bool(conv_causal),
         temporal_norm=str(get("temporal_norm", "frame")),
         temporal_position=str(get("temporal_position", "sinusoidal")),
         temporal_dropout=float(get("temporal_dropout", 0.0)),
