@@ -111,8 +111,8 @@ def test_heldout_loss_is_the_training_loss_and_sees_the_conditions(trained_workd
     tokens, dsg = condition_arrays(experiment, prompts[:1], plans[:1])
     tile = lambda a: jnp.repeat(a, len(t), axis=0)
     keep = jnp.ones((len(t),), bool)
-    out = experiment.model.apply({"params": params}, q_sample(experiment.schedule, x0, t, noise), t, tile(tokens),
-                                 {k: tile(v) for k, v in dsg.items()}, use_text=keep, use_dsg=keep)
+    out = jax.jit(experiment.model.apply)({"params": params}, q_sample(experiment.schedule, x0, t, noise), t,
+                                          tile(tokens), {k: tile(v) for k, v in dsg.items()}, use_text=keep, use_dsg=keep)
     a = experiment.schedule.sqrt_alphas_cumprod[t][:, None, None, None, None]
     s = experiment.schedule.sqrt_one_minus_alphas_cumprod[t][:, None, None, None, None]
     assert got == pytest.approx(float(jnp.mean((out - (a * noise - s * x0)) ** 2)), rel=1e-5)
