@@ -9,10 +9,8 @@ only, so every run of a table sees the same x_t: differences between rows are pa
 
 from __future__ import annotations
 
-from typing import Any, Sequence
-
 import weakref
-from typing import Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
