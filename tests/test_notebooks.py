@@ -61,7 +61,10 @@ def output_text(outputs: list[dict]) -> str:
     return "".join(out.get("text", "") + out.get("data", {}).get("text/plain", "") for out in outputs)
 
 
-@pytest.mark.parametrize("name", EXECUTED)
+# train_tiny trains and samples the smoke config: on the xdist worker of tests/test_train.py's CLI run,
+# so the two compile its programs once (`--dist loadgroup`).
+@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.xdist_group("smoke_programs"))
+                                  if name == "train_tiny.ipynb" else name for name in EXECUTED])
 def test_notebook_runs_in_small_mode(name, tmp_path, monkeypatch):
     outputs = execute(name, tmp_path, monkeypatch)
     images, text = count_pictures(outputs), output_text(outputs)

@@ -21,7 +21,10 @@ from dysen_jax.train import state_layout, to_global_batch
 from dysen_jax.training import checkpoint
 from dysen_jax.training.state import make_optimizer
 from dysen_jax.training.step import make_train_step
-from tests.helpers import tiny_test_config
+from tests.helpers import lean_test_config, tiny_test_config
+
+# One xdist worker runs this module (`pytest -n 2 --dist loadgroup`), so its module fixtures are built once.
+pytestmark = pytest.mark.xdist_group("sharding")
 
 MESHES = ((8, 1, 1), (2, 4, 1), (2, 2, 2))
 NUM_STEPS = 3
@@ -33,8 +36,7 @@ FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive
 def sharding_config():
     """The smoke denoiser without its temporal conv / attention blocks (their rules are checked on
     paper-size shapes below): 40% less to compile for each mesh."""
-    return tiny_test_config(**{"mesh.min_shard_size": MIN_SHARD_SIZE, "model.temporal_conv": False,
-                               "model.temporal_attention": False})
+    return lean_test_config(**{"mesh.min_shard_size": MIN_SHARD_SIZE})
 
 
 def max_diff(a, b) -> float:

@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -17,6 +19,9 @@ def _cli(module: str, *args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=600)
 
 
+# The smoke config's programs (init, train step, sampler) are compiled once on one xdist worker
+# (`--dist loadgroup`) for this test and notebooks/train_tiny.ipynb: the other reads the XLA cache.
+@pytest.mark.xdist_group("smoke_programs")
 def test_end_to_end_preprocess_train_sample_cli(tmp_path):
     config = "--config=configs/tiny.py:smoke"
     workdir = str(tmp_path / "run")

@@ -26,7 +26,7 @@ from dysen_jax.training.flops import compiled_flops, mfu
 from dysen_jax.training.monitor import NonFiniteGuard
 from dysen_jax.training.state import make_optimizer
 from dysen_jax.training.step import draw_randomness, make_train_step, split_micro_batches
-from tests.helpers import tiny_test_config
+from tests.helpers import WITHOUT_TEMPORAL_LAYERS, lean_test_config, tiny_test_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -39,7 +39,8 @@ def data_dir(tmp_path_factory):
 
 
 def _config(data_dir: str, **overrides) -> ml_collections.ConfigDict:
-    config = tiny_test_config(**overrides)
+    """The lean smoke config (no temporal layers: these tests are about the loop) on `data_dir`."""
+    config = lean_test_config(**overrides)
     config.data.data_dir = data_dir
     config.train.warmup_steps = 0  # the first step already moves the params
     return config
@@ -144,16 +145,17 @@ def test_next_stage_starts_from_previous_checkpoint(data_dir, tmp_path):
 
     # A stage that adds layers (temporal attention at every level): they start fresh, the rest loaded;
     # sampling the previous stage with the new config, or the reverse, is refused, not silently wrong.
-    grown = _config(data_dir, **{"init_from.checkpoint": str(tmp_path / "stage2"),
+    grown = _config(data_dir, **{"init_from.checkpoint": str(tmp_path / "stage2"), "model.temporal_attention": True,
                                  "model.temporal_attention_levels": (True, True)})
     state, _ = train_lib.initial_state(load_experiment(grown, "unused"), make_optimizer(grown.train), mesh)
     fresh = state.params["unet"]["down_blocks_0"]["temp_attentions_0"]["proj_out"]["kernel"]
     assert not np.asarray(fresh).any()   # zero-init, as the layer's fresh init
-    assert _max_diff(state.params["unet"]["mid_block"], first["state"].ema_params["unet"]["mid_block"]) == 0.0
+    assert _max_diff(state.params["unet"]["mid_block"]["resnets_1"],
+                     first["state"].ema_params["unet"]["mid_block"]["resnets_1"]) == 0.0
     with pytest.raises(ValueError, match="lacks .* params of this config's model.*temp_attentions"):
         load_params(load_experiment(grown, "unused"), str(tmp_path / "stage2"))
-    shrunk = _config(data_dir, **{"model.temporal_attention": False})
-    with pytest.raises(ValueError, match="has .* params this config's model lacks.*temp_attentions"):
+    shrunk = _config(data_dir, **{"model.pooled_conditions": False})  # drops the pooled text / DSG paths
+    with pytest.raises(ValueError, match="has .* params this config's model lacks.*pooled_"):
         load_params(load_experiment(shrunk, "unused"), str(tmp_path / "stage2"))
 
 
@@ -168,7 +170,8 @@ def _train_cli(workdir: str, data_dir: str, num_steps: int) -> subprocess.Popen:
             f"--config.data.data_dir={data_dir}", f"--config.train.num_steps={num_steps}",
             "--config.train.checkpoint_every=10", "--config.train.keep_checkpoints=50",
             "--config.train.sample_at_end=False", "--config.train.log_every=1",
-            "--config.train.warmup_steps=0"]  # as _config
+            "--config.train.warmup_steps=0",  # as _config, with its lean model:
+            *(f"--config.{key}={value}" for key, value in WITHOUT_TEMPORAL_LAYERS.items())]
     return subprocess.Popen(args, cwd=REPO, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
 

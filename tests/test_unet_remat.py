@@ -17,6 +17,9 @@ from dysen_jax.models.unet_blocks import chunked_attention
 from dysen_jax.models.unet_config import UNet3DConfig, from_model_config
 from tests.helpers import tiny_test_config
 
+# One xdist worker runs this module (`pytest -n 2 --dist loadgroup`), so its module fixtures are built once.
+pytestmark = pytest.mark.xdist_group("unet_remat")
+
 # One level holds every layer kind that remat wraps: ResNets, temporal convs, spatial transformers
 # (with the DSG cross-attention, chunked self-attention) and temporal attentions; causal, so masks are in.
 CONFIG = UNet3DConfig(block_out_channels=(8,), cross_attention=(True,), num_attention_heads=(2,),
