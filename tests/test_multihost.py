@@ -23,7 +23,7 @@ from dysen_jax.parallel.mesh import batch_sharding, make_mesh
 from tests.helpers import tiny_test_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NUM_STEPS = 4  # with warmup 0: the schedule of test_train_loop.s lean runs, so the 1-process run can share their program
+NUM_STEPS = 4  # with warmup 0: the schedule of test_train_loop's lean runs, so the 1-process run can share their program
 
 # The lean smoke config (tests/helpers.py: without the temporal layers, which change nothing in how the
 # processes split the work) with 2 input streams (2 processes each build one), as a config file for the CLI.
