@@ -1,7 +1,9 @@
 """diffusers UNet2DConditionModel (SD 1.x / 2.x) and UNet3DConditionModel (ModelScope) -> our UNet3D params.
 
-`python -m dysen_jax.convert --from DIR --kind unet2d|unet3d --out OUT` (DIR: a diffusers `unet` folder
-with config.json + *.safetensors, or a pipeline folder, whose `unet/` subfolder is used).
+`python -m dysen_jax.convert --from DIR_OR_FILE --kind unet2d|unet3d --out OUT` (a diffusers `unet` folder
+with config.json + *.safetensors, or a pipeline folder, whose `unet/` subfolder is used; or an original
+Stable Diffusion 1.x / 2.x single file, whose CompVis names `convert.ldm_unet` renames and whose config
+comes from a config.json beside it or from its shapes).
 
 UNet3D's parameter tree is diffusers' module tree with list indices joined by "_", so the mapping is by
 name: `down_blocks.0.attentions.1.transformer_blocks.0.attn1.to_q.weight` ->
@@ -29,6 +31,7 @@ import numpy as np
 
 from dysen_jax.convert.common import (ConversionError, TorchState, check_all_used, conv, flatten, linear,
                                       read_config, save_params, to_params, unflatten)
+from dysen_jax.convert.ldm_unet import infer_diffusers_config, is_ldm_unet, select_unet_tensors, to_diffusers
 
 KINDS = {"unet2d": "UNet2DConditionModel", "unet3d": "UNet3DConditionModel"}
 TEMPORAL = re.compile(r"(^|/)(temp_convs_\d+|temp_attentions_\d+|transformer_in)(/|$)")
@@ -173,10 +176,11 @@ def convert_state(state: TorchState, config, kind: str, context_names: Sequence[
 def convert(source: str, out_dir: str, kind: str = "unet2d", subfolder: str = "",
             context_names: Sequence[str] = ("dsg", "text"), dsg_dim: int | None = None, seed: int = 0,
             **overrides: Any) -> dict[str, Any]:
-    """Converts a diffusers UNet folder (or a pipeline folder: subfolder 'unet' is used when present) and
-    writes out_dir/params.msgpack + meta.json; returns the meta. `overrides` set UNet3DConfig fields
-    (e.g. temporal_causal=True, max_frames=16 for unet2d); `dsg_dim` is H^G's width (default: the
-    cross-attention dim)."""
+    """Converts a diffusers UNet folder (or a pipeline folder: subfolder 'unet' is used when present), or an
+    original SD single file, and writes out_dir/params.msgpack + meta.json; returns the meta. `overrides`
+    set UNet3DConfig fields (e.g. temporal_causal=True, max_frames=16 for unet2d; for an original file
+    without a config.json, what its shapes cannot tell: num_attention_heads, norm_num_groups); `dsg_dim`
+    is H^G's width (default: the cross-attention dim)."""
     from dysen_jax.models.unet_config import from_diffusers_config
 
     if kind not in KINDS:
@@ -185,6 +189,15 @@ def convert(source: str, out_dir: str, kind: str = "unet2d", subfolder: str = ""
             os.path.join(source, "config.json")):
         subfolder = "unet"
     cfg = read_config(source, subfolder)
+    if not cfg and os.path.isfile(source):   # a single file: a diffusers UNet config.json beside it, if any
+        cfg = read_config(os.path.dirname(os.path.abspath(source)))
+    state = TorchState.load(source, subfolder)
+    layout = "diffusers"
+    if is_ldm_unet(state.tensors):
+        layout = "ldm"
+        tensors = select_unet_tensors(state.tensors)
+        cfg = cfg or infer_diffusers_config(tensors, attention_heads_given="num_attention_heads" in overrides)
+        state = TorchState(to_diffusers(tensors), state.source)
     if not cfg:
         raise ConversionError(f"{source}: no config.json next to the weights; the UNet's architecture comes from it "
                               "(save the model with diffusers' save_pretrained)")
@@ -197,11 +210,11 @@ def convert(source: str, out_dir: str, kind: str = "unet2d", subfolder: str = ""
         config = from_diffusers_config(cfg, **overrides)
     except (ValueError, TypeError) as err:
         raise ConversionError(f"{source}: {err}") from err
-    state = TorchState.load(source, subfolder)
     params = convert_state(state, config, kind, context_names, dsg_dim, seed)
     extra = [n for n in context_names if n != "text"]
     num_params = int(sum(np.size(v) for v in flatten(params).values()))
-    meta = {"kind": kind, "source": os.path.abspath(os.path.join(source, subfolder)), "config": config.to_dict(),
+    meta = {"kind": kind, "source": os.path.abspath(os.path.join(source, subfolder)), "layout": layout,
+            "config": config.to_dict(),
             "context_names": list(context_names), "dsg_dim": dsg_dim or config.cross_attention_dim,
             "num_params": num_params, "diffusers_config": cfg,
             "fresh_init": {"seed": seed, "params": ("temporal, frame_affine, " if kind == "unet2d" else "frame_affine, ")
