@@ -6,7 +6,7 @@ are the Table 4 ablations as in configs/tiny.py (`:no_dysen`, `:no_imagination`,
 
 VidRD (§4.1, §4.2) starts the spatial layers of its video UNet from SD 2.1-base, keeps SD's VAE
 (optionally with a fine-tuned temporal decoder) and its frozen OpenCLIP ViT-H/14 text tower
-(width 1024, the penultimate of 24 layers), adds zero-initialised temporal convs and temporal
+(width 1024, the penultimate of its 24 layers), adds zero-initialised temporal convs and temporal
 attention, and samples with 50 DDIM steps at guidance 10. SD 2.1-base's UNet: block widths
 320/640/1280/1280, 2 ResBlocks per level, cross-attention at the first three levels, heads of
 width 64 (5/10/20/20 heads), linear proj_in/out, cross-attention dim 1024, epsilon prediction,
@@ -92,7 +92,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.vocab_size = -1         # -1: from the data's manifest (the DSG word vocabulary)
     c.model.text_encoder = "clip"   # OpenCLIP ViT-H/14 in CLIPTextModel layout, frozen (dysen_jax/models/text_encoder.py)
     c.model.text_encoder_path = ""  # converted SD 2.1-base text_encoder/ (python -m dysen_jax.convert --kind clip_text); required
-    c.model.text_encoder_layer = -2  # SD 2.x conditions on the penultimate hidden state
+    # SD 2.x conditions on OpenCLIP's penultimate hidden state; diffusers' text_encoder/ (and our conversion of an
+    # original SD 2.x file) keep 23 of the 24 layers, so that state is the converted tower's last one.
+    c.model.text_encoder_layer = -1
     c.model.text_width = 1024       # OpenCLIP ViT-H/14 text width (also the size of the "tiny" stand-in)
     c.model.text_layers = 23        # 24 layers, of which SD 2.x uses 23 (penultimate)
     c.model.text_heads = 16

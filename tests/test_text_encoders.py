@@ -154,6 +154,91 @@ def test_clip_converter_names_bad_tensors(tmp_path, capsys):
         convert(folder, str(tmp_path / "o"), kind="minilm")
 
 
+
+# --- the text tower of an original SD single file ---------------------------------------------------------
+_OPENCLIP_LAYER = {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "self_attn.out_proj": "attn.out_proj",
+                   "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj"}
+
+
+def openclip_layout(model) -> dict[str, np.ndarray]:
+    """A CLIPTextModelWithProjection's tensors in OpenCLIP's names (SD 2.x files, under cond_stage_model.model.),
+    written from OpenCLIP's layout independently of the converter; diffusers' loader checks it below."""
+    sd = {k: v.numpy() for k, v in model.state_dict().items()}
+    out = {"token_embedding.weight": sd["text_model.embeddings.token_embedding.weight"],
+           "positional_embedding": sd["text_model.embeddings.position_embedding.weight"],
+           "ln_final.weight": sd["text_model.final_layer_norm.weight"], "ln_final.bias": sd["text_model.final_layer_norm.bias"],
+           "text_projection": sd["text_projection.weight"].T.copy(), "logit_scale": np.ones((), np.float32)}
+    for i in range(model.config.num_hidden_layers):
+        src, dst = f"text_model.encoder.layers.{i}.", f"transformer.resblocks.{i}."
+        for kind in ("weight", "bias"):
+            out[f"{dst}attn.in_proj_{kind}"] = np.concatenate([sd[f"{src}self_attn.{p}_proj.{kind}"] for p in "qkv"])
+            for ours, theirs in _OPENCLIP_LAYER.items():
+                out[f"{dst}{theirs}.{kind}"] = sd[f"{src}{ours}.{kind}"]
+    return out
+
+
+def _sd_file(path, text_tensors: dict[str, np.ndarray], prefix: str) -> None:
+    """A full SD file: the text tower under `prefix` beside UNet and VAE tensors that must be ignored."""
+    from safetensors.numpy import save_file
+
+    save_file({**{prefix + k: v for k, v in text_tensors.items()},
+               "model.diffusion_model.input_blocks.0.0.weight": np.ones((8, 4, 3, 3), np.float32),
+               "first_stage_model.encoder.conv_in.weight": np.ones((8, 3, 3, 3), np.float32)}, str(path))
+
+
+def test_sd1_single_file_text_tower_converts_like_its_transformers_folder(tmp_path):
+    from safetensors.numpy import load_file
+
+    folder, _ = _tiny_clip(tmp_path, False, "quick_gelu")
+    tensors = load_file(os.path.join(folder, "model.safetensors"))
+    _sd_file(tmp_path / "sd15.safetensors", {"text_model." + k: v for k, v in tensors.items()},
+             "cond_stage_model.transformer.")
+    config = json.load(open(os.path.join(folder, "config.json")))
+    convert(folder, str(tmp_path / "a"), kind="clip_text")
+    want, _ = load_params(str(tmp_path / "a"))
+    meta = convert(str(tmp_path / "sd15.safetensors"), str(tmp_path / "b"), kind="clip_text", config=config)
+    got, _ = load_params(str(tmp_path / "b"))
+    assert meta["layout"] == "sd1" and meta["config_from"] == "argument"
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)))
+
+
+def test_sd2_single_file_openclip_tower_drops_its_last_layer_and_matches_the_penultimate(tmp_path, capsys):
+    """SD 2.x conditions on OpenCLIP's penultimate layer: the converted tower (one layer fewer, GELU) at
+    layer=-1 equals the torch model's hidden_states[-2] + final_layer_norm."""
+    from diffusers.loaders.single_file_utils import convert_open_clip_checkpoint
+
+    torch.manual_seed(0)
+    config = transformers.CLIPTextConfig(vocab_size=1000, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                                         num_attention_heads=4, max_position_embeddings=16, hidden_act="gelu",
+                                         projection_dim=24, bos_token_id=998, eos_token_id=999, pad_token_id=999)
+    model = transformers.CLIPTextModelWithProjection(config).eval()
+    openclip = openclip_layout(model)
+    prefixed = {"cond_stage_model.model." + k: torch.from_numpy(np.asarray(v)) for k, v in openclip.items()}
+    back = convert_open_clip_checkpoint(model, prefixed)        # diffusers' reading of the same names
+    reference = {k: v.numpy() for k, v in model.state_dict().items()   # SD 2.x does not use the projection
+                 if "position_ids" not in k and k != "text_projection.weight"}
+    assert set(back) == set(reference)
+    assert all(np.array_equal(back[k].numpy(), v) for k, v in reference.items())
+
+    _sd_file(tmp_path / "sd21.safetensors", openclip, "cond_stage_model.model.")
+    out = str(tmp_path / "converted")
+    assert convert_main(["--from", str(tmp_path / "sd21.safetensors"), "--kind", "clip_text", "--out", out]) == 0
+    meta = json.load(open(os.path.join(out, "meta.json")))
+    assert meta["layout"] == "sd2_openclip" and meta["config_from"] == "tensor shapes"
+    assert meta["config"]["num_layers"] == 2 and meta["config"]["hidden_act"] == "gelu"
+    assert meta["config"]["num_heads"] == 1          # hidden // 64: SD 2.x's 64-wide heads; 4 for this tiny model:
+    meta = convert(str(tmp_path / "sd21.safetensors"), out, kind="clip_text", config={"num_attention_heads": 4})
+    params, _ = load_params(out)
+    ours = CLIPTextTransformer(CLIPTextConfig.from_dict(meta["config"])).apply(
+        {"params": params}, jnp.asarray(_clip_ids()), layer=-1).hidden
+    with torch.no_grad():
+        ref = model(torch.tensor(_clip_ids()), output_hidden_states=True)
+        penultimate = model.text_model.final_layer_norm(ref.hidden_states[-2]).numpy()
+    diff = np.abs(np.asarray(ours) - penultimate).max()
+    print(f"\nSD 2.x OpenCLIP tower (last layer dropped) vs torch penultimate: max |diff| = {diff:.2e}")
+    assert diff <= TOL
+
 # --- MiniLM -------------------------------------------------------------------------------------------------
 @needs_minilm
 def test_minilm_matches_shipped_model():

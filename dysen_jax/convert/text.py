@@ -5,7 +5,9 @@ kind "clip_text": CLIPTextModel or CLIPTextModelWithProjection (names with or wi
 checkpoints with it). kind "minilm": BertModel or a sentence-transformers folder (names with or
 without "bert."); the unused BERT pooler / MLM heads and the position_ids / token_type_ids buffers
 are skipped. The model config comes from the folder's config.json (for a single .safetensors file
-it is inferred from the tensor shapes: heads = hidden / 64, CLIP activation quick_gelu).
+it is inferred from the tensor shapes: heads = hidden / 64, CLIP activation quick_gelu). An original
+Stable Diffusion 1.x / 2.x single file's text tower is read too (`convert.ldm_text`: SD 1.x's CLIP
+under `cond_stage_model.transformer.`, SD 2.x's OpenCLIP renamed, without its last layer).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 
 from dysen_jax.convert.common import (ConversionError, TorchState, check_all_used, flatten, linear,
                                       read_config, save_params, to_params)
+from dysen_jax.convert.ldm_text import select_sd_text
 from dysen_jax.models.text_encoder import BertEncoder, BertTextConfig, CLIPTextConfig, CLIPTextTransformer
 
 CLIP_ANCHOR = "embeddings.token_embedding.weight"
@@ -195,8 +198,9 @@ def convert(source: str, out_dir: str, kind: str = "clip_text", subfolder: str =
             config: dict[str, Any] | None = None) -> dict[str, Any]:
     """Converts `source` (folder or .safetensors) and writes out_dir/params.msgpack + meta.json; returns meta.
 
-    `config` overrides the folder's config.json (a transformers config dict). For kind "minilm" the
-    source "package" means the shipped all-MiniLM-L6-v2.
+    `config` overrides the folder's config.json (a transformers config dict; for an original SD file
+    its keys override the shape-inferred ones). For kind "minilm" the source "package" means the
+    shipped all-MiniLM-L6-v2.
     """
     if kind not in ("clip_text", "minilm"):
         raise ConversionError(f"dysen_jax.convert.text handles kinds clip_text and minilm, not {kind!r}")
@@ -205,11 +209,19 @@ def convert(source: str, out_dir: str, kind: str = "clip_text", subfolder: str =
 
         source = minilm_model_dir()
     state = TorchState.load(source, subfolder)
-    hf_config = config or read_config(source, subfolder) or None
+    found = read_config(source, subfolder)
+    hf_config = config or found or None
+    config_from = "argument" if config else "config.json" if found else "tensor shapes"
+    layout = "transformers"
+    if kind == "clip_text":
+        tensors, inferred, sd_layout = select_sd_text(state.tensors)
+        if sd_layout:   # the text tower of an original SD single file
+            layout, state = sd_layout, TorchState(tensors, state.source)
+            hf_config = {**inferred, **(config or {})} or None
     convert_fn = convert_clip_state if kind == "clip_text" else convert_bert_state
     params, model_config = convert_fn(state, hf_config)
     num_params = int(sum(np.size(v) for v in flatten(params).values()))
-    meta = {"kind": kind, "source": source, "subfolder": subfolder, "config": model_config.to_dict(),
-            "config_from": "config.json" if hf_config else "tensor shapes", "num_params": num_params}
+    meta = {"kind": kind, "source": source, "subfolder": subfolder, "layout": layout, "config": model_config.to_dict(),
+            "config_from": config_from, "num_params": num_params}
     save_params(params, out_dir, meta)
     return meta
