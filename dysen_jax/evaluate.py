@@ -46,6 +46,7 @@ from dysen_jax.dsg.schema import DSGError, Event, Plan
 
 PARSER_METRICS = ("trirec", "timed_recall", "order_accuracy", "triplet_precision", "exact")
 BY_ACTIONS_METRICS = ("trirec", "timed_recall", "order_accuracy")
+BY_PREDICATE = "by_predicate"   # TriRec's recall per gold action, pooled over the set's clips
 GROUND_TRUTH = "ground truth"
 
 
@@ -182,12 +183,15 @@ class Scorers:
         """Metrics of one generated set (videos uint8 [N, F, H, W, 3], in item order)."""
         out: dict[str, Any] = {}
         if self.parser is not None and all(it.events for it in items):
-            from dysen_jax.metrics.trirec import mean_scores, score_video
+            from dysen_jax.metrics.trirec import found_by_predicate, mean_scores, recall_by_predicate, score_video
 
-            per_item = [score_video(self.parser(v, plan), it.events) for it, v, plan in zip(items, videos, plans)]
+            parsed = [self.parser(v, plan) for v, plan in zip(videos, plans)]
+            per_item = [score_video(events, it.events) for events, it in zip(parsed, items)]
             out.update(mean_scores(per_item))
             out["by_actions"] = {str(n): mean_scores([s for s, it in zip(per_item, items) if it.num_actions == n])
                                  for n in sorted({it.num_actions for it in items})}
+            out[BY_PREDICATE] = recall_by_predicate([found_by_predicate(events, it.events)
+                                                     for events, it in zip(parsed, items)])
         if self.clip is not None:
             out["clipsim"] = float(np.mean(self.clip(videos, [it.caption for it in items])))
         if self.c3d is not None:
@@ -254,16 +258,20 @@ def generate_set(experiment: Any, params: Any, items: Sequence[EvalItem], plans:
 
 # --- runs -> table -------------------------------------------------------------------------------------------
 def summarize(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """{metric: {"mean", "std", "n"}} over runs (std: sample std, 0 for one run), by_actions likewise."""
+    """{metric: {"mean", "std", "n"}} over runs (std: sample std, 0 for one run), by_actions likewise;
+    by_predicate: {predicate: {"recall": stats, "gold": gold triplets per run}}."""
     def stats(values: list[float]) -> dict[str, float]:
         return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
                 "n": len(values)}
 
-    metrics = [k for k in runs[0]["metrics"] if k != "by_actions"]
+    metrics = [k for k in runs[0]["metrics"] if k not in ("by_actions", BY_PREDICATE)]
     out: dict[str, Any] = {k: stats([r["metrics"][k] for r in runs]) for k in metrics}
     if "by_actions" in runs[0]["metrics"]:
         out["by_actions"] = {n: {k: stats([r["metrics"]["by_actions"][n][k] for r in runs]) for k in BY_ACTIONS_METRICS}
                              for n in runs[0]["metrics"]["by_actions"]}
+    if BY_PREDICATE in runs[0]["metrics"]:   # the same items in every run, so the same gold counts
+        out[BY_PREDICATE] = {p: {"recall": stats([r["metrics"][BY_PREDICATE][p]["recall"] for r in runs]),
+                                 "gold": v["gold"]} for p, v in runs[0]["metrics"][BY_PREDICATE].items()}
     return out
 
 
@@ -326,7 +334,8 @@ def table_metrics(rows: Mapping[str, Any]) -> list[str]:
 
 
 def markdown_table(rows: Mapping[str, Any]) -> str:
-    """Main table (rows: labels and the ground truth; mean ± std over runs) + TriRec/order by number of actions."""
+    """Main table (rows: labels and the ground truth; mean ± std over runs) + TriRec/order by number of
+    actions + TriRec's recall by action (columns: predicates with their gold count per run)."""
     columns = table_metrics(rows)
     lines = ["| run | runs | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
     truth = None
@@ -343,6 +352,19 @@ def markdown_table(rows: Mapping[str, Any]) -> str:
             by = row["summary"].get("by_actions", {})
             for k in BY_ACTIONS_METRICS:
                 lines.append(f"| {label} | {k} | " + " | ".join(_cell(by.get(n, {}).get(k)) for n in counts) + " |")
+    gold: dict[str, int] = {}
+    for row in rows.values():
+        for predicate, v in row["summary"].get(BY_PREDICATE, {}).items():
+            gold.setdefault(predicate, v["gold"])
+    if gold:
+        lines += ["", "| recall by action (gold triplets) | " + " | ".join(f"{p} ({n})" for p, n in gold.items()) + " |",
+                  "|---|" + "---|" * len(gold)]
+        for label, row in rows.items():
+            by = row["summary"].get(BY_PREDICATE, {})
+            lines.append(f"| {label} | " + " | ".join(_cell(by[p]["recall"]) if p in by else "-" for p in gold) + " |")
+        if truth and BY_PREDICATE in truth:
+            lines.append(f"| {GROUND_TRUTH} | " + " | ".join(
+                _cell(truth[BY_PREDICATE][p]["recall"]) if p in truth[BY_PREDICATE] else "-" for p in gold) + " |")
     return "\n".join(lines) + "\n"
 
 

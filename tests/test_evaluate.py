@@ -37,8 +37,10 @@ def test_heldout_split_composition():
 
 def test_summary_and_tables_merge(tmp_path):
     runs = [{"workdir": "a", "seed": s, "metrics": {"trirec": v, "order_accuracy": 1.0, "by_actions": {
-        "1": {"trirec": v, "timed_recall": v, "order_accuracy": 1.0}}}} for s, v in ((0, 0.5), (1, 0.7))]
+        "1": {"trirec": v, "timed_recall": v, "order_accuracy": 1.0}}, ev.BY_PREDICATE: {
+        "jumping": {"recall": v, "gold": 4}, "growing": {"recall": 0.0, "gold": 2}}}} for s, v in ((0, 0.5), (1, 0.7))]
     summary = ev.summarize(runs)
+    assert summary[ev.BY_PREDICATE]["jumping"] == {"recall": summary["trirec"], "gold": 4}
     assert summary["trirec"]["mean"] == pytest.approx(0.6)
     assert summary["trirec"]["std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
     result = {"runs": runs, "summary": summary, "ground_truth": {"trirec": 1.0}}
@@ -49,6 +51,8 @@ def test_summary_and_tables_merge(tmp_path):
     text = open(md_path).read()
     assert "| dysen | 2 | 0.600 ± 0.141" in text and "| w/o dysen | 1 | 0.500 |" in text
     assert "| ground truth | - | 1.000" in text and "1 action" in text
+    assert "| recall by action (gold triplets) | jumping (4) | growing (2) |" in text
+    assert "| dysen | 0.600 ± 0.141 | 0.000 ± 0.000 |" in text
 
 
 def test_bad_evaluate_settings():
@@ -175,6 +179,9 @@ def test_evaluate_cli_end_to_end(trained_workdir, tmp_path):
     for key in ("trirec", "timed_recall", "order_accuracy", "exact"):
         assert 0.0 <= table["summary"][key]["mean"] <= 1.0 and table["summary"][key]["n"] == 2
     assert set(table["summary"]["by_actions"]) == {"1", "2"}
+    by_predicate = table["summary"]["by_predicate"]
+    assert by_predicate and all(0.0 <= v["recall"]["mean"] <= 1.0 for v in by_predicate.values())
+    assert all(v["recall"] == 1.0 for v in table["ground_truth"]["by_predicate"].values())
     assert table["ground_truth"]["trirec"] == 1.0 and table["ground_truth"]["exact"] == 1.0
     losses = [r["metrics"]["heldout_loss"] for r in table["runs"]]
     assert losses[0] > 0 and losses[0] == losses[1]   # once per workdir: the sampling seed does not enter

@@ -5,8 +5,8 @@ import pytest
 
 from dysen_jax.data.shapes import make_example
 from dysen_jax.dsg.schema import Event
-from dysen_jax.metrics.trirec import (ShapesParser, VideoParser, mean_scores, parser_by_name, score_video,
-                                      timed_recall, triplet_recall)
+from dysen_jax.metrics.trirec import (ShapesParser, VideoParser, found_by_predicate, mean_scores, parser_by_name,
+                                      recall_by_predicate, score_video, timed_recall, triplet_recall)
 
 
 @pytest.fixture(scope="module")
@@ -51,3 +51,22 @@ def test_metric_definitions():
         score_video(gold, [])
     with pytest.raises(ValueError, match="unknown scene-graph parser"):
         parser_by_name("nope")
+
+
+def test_recall_by_action_pools_eq7_over_clips(examples):
+    gold = [Event("red circle", "moving left", None, 0, 2), Event("blue square", "jumping", None, 2, 4),
+            Event("red circle", "moves left", None, 4, 6)]            # the same triplet twice: counted once
+    shown = [Event("the red circle", "moves left", None, 6, 8)]      # eq. 7: time does not matter
+    assert found_by_predicate(shown, gold) == {"moving left": (1, 1), "jumping": (0, 1)}
+    other = found_by_predicate([], [Event("green heart", "jumping", None, 0, 2)])
+    by = recall_by_predicate([found_by_predicate(shown, gold), other])
+    assert by == {"jumping": {"recall": 0.0, "gold": 2}, "moving left": {"recall": 1.0, "gold": 1}}
+    assert list(by) == ["jumping", "moving left"]                       # most frequent first
+    parser = ShapesParser()
+    truth = recall_by_predicate([found_by_predicate(parser(ex.video, ex.plan), ex.events) for ex in examples])
+    assert all(v["recall"] == 1.0 for v in truth.values())
+    assert sum(v["gold"] for v in truth.values()) == sum(len({(e.agent, e.predicate) for e in ex.events})
+                                                          for ex in examples)
+    still = recall_by_predicate([found_by_predicate(parser(np.repeat(ex.video[:1], len(ex.video), 0), ex.plan),
+                                                    ex.events) for ex in examples])
+    assert still["jumping"]["recall"] == 0.0          # a frozen first frame shows no motion

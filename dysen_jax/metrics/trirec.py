@@ -14,6 +14,8 @@ gold events of its caption:
   alignment (which pairs events sharing only an agent or predicate), a pair counts only when both
   actions really happen, so a video of unrelated motion cannot score.
 * triplet_precision and exact (the parsed events equal the gold ones, times included).
+* recall by action (`recall_by_predicate`): eq. 7's recall pooled over a set of clips per gold
+  predicate ("jumping", "moving right", ...): which actions a model draws and which it never does.
 
 The parser is pluggable (`VideoParser`): anything that maps (video, conditioning plan) to events.
 The plan gives the clip's time axis (frame f shows plan time f * duration / F) and the object names
@@ -112,6 +114,29 @@ def score_video(predicted: Sequence[Event], gold: Sequence[Event]) -> dict[str, 
     return {"trirec": triplet_recall(predicted, gold), "timed_recall": timed_recall(predicted, gold),
             "order_accuracy": order_accuracy(predicted, gold),
             "triplet_precision": planner_scores["triplet_precision"], "exact": planner_scores["exact"]}
+
+
+def found_by_predicate(predicted: Sequence[Event], gold: Sequence[Event]) -> dict[str, tuple[int, int]]:
+    """{predicate: (gold triplets the video shows, gold triplets)} of one clip, on eq. 7's triplet sets."""
+    shown = {normalize_event(e) for e in predicted}
+    counts: dict[str, tuple[int, int]] = {}
+    for triplet in {normalize_event(e) for e in gold}:
+        found, total = counts.get(triplet[1], (0, 0))
+        counts[triplet[1]] = (found + (triplet in shown), total + 1)
+    return counts
+
+
+def recall_by_predicate(per_clip: Sequence[Mapping[str, tuple[int, int]]]) -> dict[str, dict[str, float]]:
+    """{predicate: {"recall": found / gold, "gold": gold triplets}} pooled over clips (`found_by_predicate`
+    of each), most frequent predicate first."""
+    pooled: dict[str, list[int]] = {}
+    for counts in per_clip:
+        for predicate, (found, total) in counts.items():
+            pooled.setdefault(predicate, [0, 0])
+            pooled[predicate][0] += found
+            pooled[predicate][1] += total
+    ranked = sorted(pooled.items(), key=lambda kv: (-kv[1][1], kv[0]))
+    return {p: {"recall": found / total, "gold": total} for p, (found, total) in ranked}
 
 
 def mean_scores(scores: Sequence[Mapping[str, float]]) -> dict[str, float]:
