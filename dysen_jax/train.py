@@ -20,6 +20,7 @@ import numpy as np
 from dysen_jax import logs
 from dysen_jax.data.pipeline import make_dataset
 from dysen_jax.experiment import Experiment, init_params, load_experiment
+from dysen_jax.models.init_compile import jit_init
 from dysen_jax.parallel.distributed import local_input
 from dysen_jax.parallel import logical
 from dysen_jax.parallel.mesh import batch_sharding, make_mesh, replicated
@@ -67,7 +68,7 @@ def fresh_state(experiment: Experiment, init: Callable, shardings: Any) -> Train
     parts (previous stage, converted weights: training/pretrained.py) loaded in."""
     from dysen_jax.training.pretrained import with_pretrained
 
-    state = jax.jit(init, out_shardings=shardings)(jax.random.PRNGKey(experiment.config.seed))
+    state = jit_init(init, out_shardings=shardings)(jax.random.PRNGKey(experiment.config.seed))
     return with_pretrained(with_frozen(state, experiment, shardings), experiment.config, shardings)
 
 

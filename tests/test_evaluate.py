@@ -13,6 +13,7 @@ import pytest
 
 from dysen_jax import evaluate as ev
 from dysen_jax import preprocess as preprocess_lib
+from dysen_jax.models.init_compile import jit_init
 from tests.helpers import tiny_test_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -104,7 +105,7 @@ def test_heldout_loss_is_the_training_loss_and_sees_the_conditions(trained_workd
     # fresh params + noise (so the zero-init DSG/temporal branches are active and norms keep their scale)
     rng = np.random.default_rng(0)
     params = jax.tree.map(lambda p: p + (0.05 * rng.standard_normal(p.shape)).astype(p.dtype),
-                          jax.jit(lambda key: init_params(experiment, key))(jax.random.PRNGKey(0)))
+                          jit_init(lambda key: init_params(experiment, key))(jax.random.PRNGKey(0)))
     items = ev.heldout_split(2, 8, 16, 2)
     videos = np.stack([it.video for it in items])
     prompts, plans = [it.caption for it in items], [plan_from_events(it.events) for it in items]
@@ -141,7 +142,7 @@ def test_temporal_use_removes_the_temporal_layers_and_plays_clips_backwards(trai
     from dysen_jax.models.unet3d import without_temporal_layers
 
     experiment = load_experiment(tiny_test_config(), trained_workdir)
-    fresh = jax.jit(lambda key: init_params(experiment, key))(jax.random.PRNGKey(0))
+    fresh = jit_init(lambda key: init_params(experiment, key))(jax.random.PRNGKey(0))
     rng = np.random.default_rng(1)
     perturbed = jax.tree.map(lambda p: p + (0.05 * rng.standard_normal(p.shape)).astype(p.dtype), fresh)
     items = ev.heldout_split(2, 8, 16, 2)

@@ -15,6 +15,7 @@ from dysen_jax.models.gnn import GraphConvEncoder
 from dysen_jax.models.layers import masked_softmax
 from dysen_jax.models.rgtrm import RGTrm
 from dysen_jax.models.text_encoder import TinyTextEncoder
+from dysen_jax.models.init_compile import jit_init
 
 # One xdist worker runs this module (`pytest -n 2 --dist loadgroup`), so its module fixtures are built once.
 pytestmark = pytest.mark.xdist_group("models")
@@ -65,7 +66,7 @@ def rgtrm_args(dsg):
 @pytest.fixture(scope="module")
 def rgtrm():
     model = RGTrm(vocab_size=VOCAB, width=16, num_layers=2, num_heads=2)
-    params = perturb(jax.jit(model.init)(jax.random.key(0), *rgtrm_args(make_dsg())))
+    params = perturb(jit_init(model.init)(jax.random.key(0), *rgtrm_args(make_dsg())))
     return model, params, jax.jit(lambda p, dsg: model.apply(p, *rgtrm_args(dsg)))
 
 
@@ -108,7 +109,7 @@ def init_fn(model: DysenDenoiser, with_dsg: bool = True):
 def causal_denoiser():
     """(model, fresh params, perturbed params, jitted apply) for temporal_causal=True."""
     model = build_denoiser(model_config(temporal_causal=True))
-    params = jax.jit(init_fn(model))(jax.random.key(0))
+    params = jit_init(init_fn(model))(jax.random.key(0))
     return model, params, perturb(params, scale=0.1), make_apply(model)
 
 
@@ -129,7 +130,7 @@ def test_masked_softmax_empty_rows_are_zero_and_finite():
 def test_text_encoder_ignores_trailing_padding():
     enc = TinyTextEncoder(vocab_size=VOCAB, width=16, num_layers=2, num_heads=2)
     tokens = jnp.array([[5, 6, 7, 0, 0]], jnp.int32)
-    params = perturb(jax.jit(enc.init)(jax.random.key(0), tokens))
+    params = perturb(jit_init(enc.init)(jax.random.key(0), tokens))
     apply = jax.jit(enc.apply)
     feats, mask = apply(params, tokens)
     longer, longer_mask = apply(params, jnp.pad(tokens, ((0, 0), (0, 4))))
@@ -184,7 +185,7 @@ def test_rgtrm_edge_types_scale_attention(rgtrm):
     new, _ = apply(params, relabelled)
     assert np.abs(np.asarray(new) - np.asarray(base))[np.asarray(mask)].max() > 1e-3
     # At initialisation E = 1 for every edge type, so the relabelling has no effect yet.
-    fresh = jax.jit(model.init)(jax.random.key(0), *rgtrm_args(dsg))
+    fresh = jit_init(model.init)(jax.random.key(0), *rgtrm_args(dsg))
     np.testing.assert_allclose(apply(fresh, relabelled)[0], apply(fresh, dsg)[0], atol=1e-6)
 
 
@@ -219,7 +220,7 @@ def test_rgtrm_step_m_depends_on_previous_step_queries(rgtrm):
 @pytest.fixture(scope="module")
 def gnn():
     model = GraphConvEncoder(vocab_size=VOCAB, width=16, num_layers=2)
-    params = perturb(jax.jit(model.init)(jax.random.key(0), *rgtrm_args(make_dsg())))
+    params = perturb(jit_init(model.init)(jax.random.key(0), *rgtrm_args(make_dsg())))
     return model, params, jax.jit(lambda p, dsg: model.apply(p, *rgtrm_args(dsg)))
 
 
@@ -337,7 +338,7 @@ def test_temporal_conv_causal_sets_the_convs_apart_from_the_attention():
         model = build_denoiser(model_config(temporal_causal=False, temporal_conv_causal=conv_causal,
                                             temporal_attention=False))
         assert model.unet.conv_causal is conv_causal and not model.unet.causal
-        params = perturb(jax.jit(init_fn(model))(jax.random.key(0)), scale=0.1)
+        params = perturb(jit_init(init_fn(model))(jax.random.key(0)), scale=0.1)
         apply = make_apply(model)
         diff = apply(params, x2, dsg, ones, ones) - apply(params, x, dsg, ones, ones)
         changes[conv_causal] = float(np.abs(np.asarray(diff[:, :k + 1])).max())
@@ -387,7 +388,7 @@ def test_temporal_attention_levels_add_identity_layers_that_keep_causality(causa
     identity (so a checkpoint without them loads and computes the same), trained ones mix frames causally."""
     base_model, _, base_params, base_apply = causal_denoiser
     model = build_denoiser(model_config(temporal_causal=True, temporal_attention_levels=(True, True)))
-    fresh = jax.jit(init_fn(model))(jax.random.key(3))
+    fresh = jit_init(init_fn(model))(jax.random.key(3))
     unet = fresh["params"]["unet"]
     assert {"temp_attentions_0"} <= set(unet["down_blocks_0"]) and "attentions_0" not in unet["down_blocks_0"]
     assert {"temp_attentions_0", "temp_attentions_1"} <= set(unet["up_blocks_1"])   # layers_per_block + 1

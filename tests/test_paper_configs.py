@@ -19,6 +19,7 @@ from dysen_jax.data.records import RecordSpec
 from dysen_jax.dsg.tensorize import NUM_EDGE_TYPES
 from dysen_jax.models.denoiser import build_denoiser
 from dysen_jax.models.rgtrm import (REMAT_OPTIONS, SCANNED_LAYERS, RGTrm, stack_layer_params,
+from dysen_jax.models.init_compile import jit_init
                                     unstack_layer_params)
 
 CLIP_VOCAB = 49408          # CLIP / OpenCLIP BPE vocabulary: what model.vocab_size resolves to with CLIP tokens
@@ -191,7 +192,7 @@ def unscanned():
     """(model, params with every leaf perturbed so that E != 1 and the gate matters, inputs)."""
     args = random_dsg()
     model = RGTrm(VOCAB, WIDTH, LAYERS, num_heads=2)
-    params = jax.jit(model.init)(jax.random.key(0), *args)
+    params = jit_init(model.init)(jax.random.key(0), *args)
     rng = np.random.default_rng(1)
     params = jax.tree.map(lambda p: p + 0.3 * rng.standard_normal(p.shape).astype(np.float32), params)
     return model, params, args

@@ -14,6 +14,7 @@ from jax.sharding import PartitionSpec as P
 from dysen_jax import preprocess as preprocess_lib
 from dysen_jax.data.pipeline import make_dataset
 from dysen_jax.experiment import load_experiment
+from dysen_jax.models.init_compile import CPU_INIT_COMPILE_OPTIONS
 from dysen_jax.parallel.logical import (ShardingRules, leaf_spec, param_logical_axes, path_names, shard_shape,
                                         state_shardings)
 from dysen_jax.parallel.mesh import batch_sharding, make_mesh, mesh_shape, replicated
@@ -29,8 +30,8 @@ pytestmark = pytest.mark.xdist_group("sharding")
 MESHES = ((8, 1, 1), (2, 4, 1), (2, 2, 2))
 NUM_STEPS = 3
 MIN_SHARD_SIZE = 256   # the smoke model's widths are 8/16: shard its convs and attention kernels too
-# XLA:CPU compile time is most of this file's time: skip LLVM's expensive passes (same numerics class).
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+# XLA:CPU compile time is most of this file's time: compile the steps with the cheap options of the inits too.
+FAST_COMPILE = CPU_INIT_COMPILE_OPTIONS
 
 
 def sharding_config():

@@ -15,6 +15,7 @@ from dysen_jax.models.layers import flat_attention
 from dysen_jax.models.unet3d import UNet3D
 from dysen_jax.models.unet_blocks import chunked_attention
 from dysen_jax.models.unet_config import UNet3DConfig, from_model_config
+from dysen_jax.models.init_compile import jit_init
 from tests.helpers import tiny_test_config
 
 # One xdist worker runs this module (`pytest -n 2 --dist loadgroup`), so its module fixtures are built once.
@@ -48,7 +49,7 @@ def _loss_and_grads(remat: str, params):
 @pytest.fixture(scope="module")
 def reference():
     x, t, contexts = _inputs()
-    params = jax.jit(UNet3D(CONFIG, NAMES).init)(jax.random.key(0), x, t, contexts)
+    params = jit_init(UNet3D(CONFIG, NAMES).init)(jax.random.key(0), x, t, contexts)
     # Non-zero temporal/DSG outputs (zero-initialised), so every layer's gradient path is exercised.
     params = jax.tree.map(lambda p: p + 0.05 * jnp.cos(jnp.arange(p.size, dtype=p.dtype).reshape(p.shape)), params)
     return params, _loss_and_grads("none", params)

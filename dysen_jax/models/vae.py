@@ -25,6 +25,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from dysen_jax.models.init_compile import jit_init
 from dysen_jax.models.layers import Dtype, FrameGroupNorm, MultiHeadAttention, batch_to_frames, frames_to_batch
 
 Array = jax.Array
@@ -320,19 +321,13 @@ class AutoencoderKL(nn.Module):
         return batch_to_frames(x, frames)
 
 
-def _init_compile_options() -> dict[str, Any] | None:
-    """XLA -O0 on CPU for init functions: the initialisers' random bits otherwise take seconds to
-    compile per distinct shape, and an init runs once on a dummy input, so its speed does not matter."""
-    return {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else None
-
-
 @functools.lru_cache(maxsize=8)
 def _init_fn(config: VAEConfig) -> Callable[[Array], Any]:
     """Jitted init for one config (cached: the same config is often initialised repeatedly)."""
     model = AutoencoderKL(config)
     size = config.downsample_factor
     dummy = jnp.zeros((1, size, size, config.in_channels), jnp.float32)
-    return jax.jit(lambda rng: model.init(rng, dummy)["params"], compiler_options=_init_compile_options())
+    return jit_init(lambda rng: model.init(rng, dummy)["params"])
 
 
 def init_params(config: VAEConfig, rng: Array | None = None) -> dict[str, Any]:
@@ -356,8 +351,7 @@ def is_temporal_path(path: str) -> bool:
 @functools.lru_cache(maxsize=16)
 def _temporal_init_fn(channels: int, num_convs: int, groups: int) -> Callable[[Array], Any]:
     block = TemporalConvBlock(num_frames=1, num_convs=num_convs, groups=groups)
-    return jax.jit(lambda rng: block.init(rng, jnp.zeros((1, 1, 1, channels), jnp.float32))["params"],
-                   compiler_options=_init_compile_options())
+    return jit_init(lambda rng: block.init(rng, jnp.zeros((1, 1, 1, channels), jnp.float32))["params"])
 
 
 def add_temporal_params(params: Mapping[str, Any], config: VAEConfig, rng: Array | None = None) -> dict[str, Any]:

@@ -33,6 +33,7 @@ import numpy as np
 import optax
 
 from dysen_jax import logs
+from dysen_jax.models.init_compile import jit_init
 from dysen_jax.models.discriminator import PatchDiscriminator, frame_logits, init_discriminator
 from dysen_jax.models.layers import batch_to_frames, frames_to_batch
 from dysen_jax.models.vae import AutoencoderKL, VAEConfig, init_params, is_temporal_path, load_pretrained
@@ -181,7 +182,7 @@ def initial_state(config: Any, parts: AutoencoderParts, mesh: Any) -> tuple[Auto
     init, _, shardings = state_layout(parts, config, mesh)
     vae_params = jax.device_put(initial_vae_params(config, parts.vae.config), shardings.vae_params)
     key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)
-    state = jax.jit(init, out_shardings=shardings)(vae_params, key)
+    state = jit_init(init, out_shardings=shardings)(vae_params, key)
     return state, shardings
 
 

@@ -105,11 +105,16 @@ def make_train_step(model: Any, schedule: NoiseSchedule, optimizer: optax.Gradie
         value, grads = loss_and_grads(state.params, loss, x0, batch, draws, num_micro)
         grad_norm = optax.global_norm(grads)
         finite = jnp.isfinite(value) & jnp.isfinite(grad_norm)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        updated = state.replace(params=params, opt_state=opt_state,
-                                ema_params=ema_update(state.ema_params, params, config.train.ema_decay))
-        kept = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, state)
+
+        def update(state: TrainState) -> TrainState:
+            updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+            params = optax.apply_updates(state.params, updates)
+            return state.replace(params=params, opt_state=opt_state,
+                                 ema_params=ema_update(state.ema_params, params, config.train.ema_decay))
+
+        # A non-finite step keeps the whole state. One conditional rather than a select per leaf: the
+        # smoke step lowers and compiles in 91.1 s instead of 100.4 s on CPU (benchmarks/init_compile.py).
+        kept = jax.lax.cond(finite, update, lambda state: state, state)
         new_state = kept.replace(step=state.step + 1)
         return new_state, {"loss": value, "grad_norm": grad_norm, "finite": finite.astype(jnp.float32)}
 
