@@ -35,10 +35,7 @@ from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from machine import cpu_name  # noqa: E402 - benchmarks/machine.py (the script's folder)
-from dysen_jax.data.records import RecordSpec  # noqa: E402
-from dysen_jax.diffusion.schedules import make_schedule  # noqa: E402
-from dysen_jax.experiment import Experiment  # noqa: E402
-from dysen_jax.models.denoiser import build_denoiser  # noqa: E402
+from dysen_jax.experiment import dataless_experiment  # noqa: E402
 from dysen_jax.parallel.mesh import make_mesh  # noqa: E402
 from dysen_jax.train import initial_state  # noqa: E402
 from dysen_jax.training import checkpoint  # noqa: E402
@@ -69,10 +66,8 @@ def time_saves(state, min_slice_bytes: int, saves: int) -> list[float]:
 def main(argv: list[str]) -> None:
     del argv
     config = FLAGS.config
-    config.model.vocab_size = FLAGS.vocab_size
     config.mesh.data, config.mesh.fsdp, config.mesh.tensor = -1, 1, 1
-    experiment = Experiment(config, "", RecordSpec.from_config(config), None, build_denoiser(config.model),
-                            make_schedule(config.diffusion.schedule, config.diffusion.num_timesteps))
+    experiment = dataless_experiment(config, FLAGS.vocab_size)
     state, _ = initial_state(experiment, make_optimizer(config.train), make_mesh(config.mesh))
     jax.block_until_ready(state)
     ours = checkpoint.MIN_REPLICA_SLICE_BYTES

@@ -31,10 +31,7 @@ from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from machine import cpu_name  # noqa: E402 - benchmarks/machine.py (the script's folder)
-from dysen_jax.data.records import RecordSpec  # noqa: E402
-from dysen_jax.diffusion.schedules import make_schedule  # noqa: E402
-from dysen_jax.experiment import Experiment, dummy_inputs  # noqa: E402
-from dysen_jax.models.denoiser import build_denoiser  # noqa: E402
+from dysen_jax.experiment import Experiment, dataless_experiment, dummy_inputs  # noqa: E402
 from dysen_jax.models.init_compile import CPU_INIT_COMPILE_OPTIONS  # noqa: E402
 from dysen_jax.parallel.mesh import make_mesh  # noqa: E402
 from dysen_jax.train import state_layout  # noqa: E402
@@ -83,10 +80,8 @@ def select_guard_step(experiment: Experiment, optimizer: optax.GradientTransform
 def main(argv: list[str]) -> None:
     del argv
     config = FLAGS.config
-    config.model.vocab_size = FLAGS.vocab_size
-    spec = RecordSpec.from_config(config)
-    experiment = Experiment(config, "", spec, None, build_denoiser(config.model),
-                            make_schedule(config.diffusion.schedule, config.diffusion.num_timesteps))
+    experiment = dataless_experiment(config, FLAGS.vocab_size)
+    spec = experiment.spec
     optimizer = make_optimizer(config.train)
     init, _, _ = state_layout(experiment, optimizer, make_mesh(config.mesh, jax.devices()[:1]))
     key = jax.random.PRNGKey(0)

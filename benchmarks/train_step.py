@@ -22,10 +22,7 @@ from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from machine import cpu_name  # noqa: E402 - benchmarks/machine.py (the script's folder)
-from dysen_jax.data.records import RecordSpec  # noqa: E402
-from dysen_jax.diffusion.schedules import make_schedule  # noqa: E402
-from dysen_jax.experiment import Experiment, dummy_inputs  # noqa: E402
-from dysen_jax.models.denoiser import build_denoiser  # noqa: E402
+from dysen_jax.experiment import dataless_experiment, dummy_inputs  # noqa: E402
 from dysen_jax.parallel.mesh import batch_sharding, make_mesh, replicated  # noqa: E402
 from dysen_jax.train import initial_state  # noqa: E402
 from dysen_jax.training.flops import compiled_flops, measure_matmul_peak  # noqa: E402
@@ -41,10 +38,8 @@ FLAGS = flags.FLAGS
 def main(argv: list[str]) -> None:
     del argv
     config = FLAGS.config
-    config.model.vocab_size = FLAGS.vocab_size
-    spec = RecordSpec.from_config(config)
-    experiment = Experiment(config, "", spec, None, build_denoiser(config.model),
-                            make_schedule(config.diffusion.schedule, config.diffusion.num_timesteps))
+    experiment = dataless_experiment(config, FLAGS.vocab_size)
+    spec = experiment.spec
     mesh = make_mesh(config.mesh)
     optimizer = make_optimizer(config.train)
     started = time.time()

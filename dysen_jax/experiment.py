@@ -72,6 +72,14 @@ def load_experiment(config: Any, workdir: str) -> Experiment:
     return Experiment(config, data_dir, spec, vocab, model, schedule, codec)
 
 
+def dataless_experiment(config: Any, vocab_size: int) -> Experiment:
+    """An Experiment without data or VAE, for benchmarks on dummy inputs: the config's record shapes, a
+    denoiser for an assumed vocabulary size (set into `config.model.vocab_size`), no vocabulary."""
+    config.model.vocab_size = vocab_size
+    return Experiment(config, "", RecordSpec.from_config(config), None, build_denoiser(config.model),
+                      make_schedule(config.diffusion.schedule, config.diffusion.num_timesteps))
+
+
 def check_stored_latents(manifest: dict[str, Any], codec: LatentCodec, data_dir: str) -> None:
     """The stored posterior moments must come from this codec's encoder (same architecture and weights)."""
     stored = manifest.get("latents", {})
