@@ -18,8 +18,8 @@ from configs import paper, sd21_256, tiny
 from dysen_jax.data.records import RecordSpec
 from dysen_jax.dsg.tensorize import NUM_EDGE_TYPES
 from dysen_jax.models.denoiser import build_denoiser
-from dysen_jax.models.rgtrm import (REMAT_OPTIONS, SCANNED_LAYERS, RGTrm, stack_layer_params,
 from dysen_jax.models.init_compile import jit_init
+from dysen_jax.models.rgtrm import (REMAT_OPTIONS, SCANNED_LAYERS, RGTrm, stack_layer_params,
                                     unstack_layer_params)
 
 CLIP_VOCAB = 49408          # CLIP / OpenCLIP BPE vocabulary: what model.vocab_size resolves to with CLIP tokens
